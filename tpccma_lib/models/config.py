@@ -1,0 +1,53 @@
+"""``ModelConfig``: the one settings object that builds any backend."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+__all__ = ["ModelConfig", "BACKENDS"]
+
+BACKENDS = ("towers", "open_clip")
+
+
+@dataclass
+class ModelConfig:
+    """Settings of a dual encoder. Saved (``asdict``) in every checkpoint and result."""
+
+    backend: str = "towers"  # "towers" (embedded default, CPU) or "open_clip" (real CLIP)
+    name: str = "effnetlite0-minilm"  # towers: the tower pair; open_clip: a model name, e.g. "ViT-B-32"
+    pretrained: str | None = None  # open_clip: a pretrained tag ("openai") or a local checkpoint file
+    embed_dim: int = 256  # towers: dimension D of the shared space
+    head: str = "linear"  # towers: projection heads, "linear" or "mlp"
+    image_size: int = 64  # towers: input size in px the image tower sees (data is rendered at it)
+    init_logit_scale: float = 100.0  # initial contrastive logit multiplier (CLIP converges to 100)
+    max_logit_scale: float = 100.0  # clamp of the logit multiplier (CLIP: 100)
+    learn_logit_scale: bool = False  # train the temperature too (see README: why fixed by default)
+    trainable: str = "all"  # open_clip: "all", "proj" (projections only) or "last:N" blocks + proj
+    seed: int = 0  # seed of the random initialisation of the trainable heads
+
+    def __post_init__(self) -> None:
+        from tpccma_lib.models.base import ModelError
+
+        if self.backend not in BACKENDS:
+            raise ModelError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}.")
+        if self.head not in ("linear", "mlp"):
+            raise ModelError(f"unknown head {self.head!r}; choose 'linear' or 'mlp'.")
+        if self.embed_dim < 2:
+            raise ModelError(f"embed_dim must be >= 2, got {self.embed_dim}.")
+        if self.image_size < 32:
+            raise ModelError(f"image_size must be >= 32 px, got {self.image_size}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Build from a dict; unknown keys are an error (they signal a typo or another version)."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            from tpccma_lib.models.base import ModelError
+
+            raise ModelError(f"unknown ModelConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)

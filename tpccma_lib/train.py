@@ -1,0 +1,453 @@
+"""One training loop for every backend: contrastive pretraining and TPC-CMA fine-tuning.
+
+Objective at step t:  L = L_clip + alpha(t) * L_CMA,  alpha(t) from the three-phase curriculum
+(:mod:`tpccma_lib.curriculum`); with ``gradient_aware`` the two gradients are measured on the
+trainable parameters and combined by the gradient-aware scheduler. Pretraining is the same
+loop with ``alpha_target = 0``.
+
+What the loop provides: AdamW with linear LR warm-up then cosine decay, gradient clipping,
+optional bf16/fp16 autocast on CUDA, a tqdm progress bar, one JSON line of metrics per logged
+step (``metrics.jsonl``), checkpoints written atomically every ``checkpoint_every`` steps and
+**exact resume** (batches are a pure function of (seed, step), so a killed and resumed run
+ends with the same weights as an uninterrupted one), and data parallelism over
+``torch.distributed`` (launch with ``torchrun``; each rank takes its slice of the global
+batch and the losses gather the global batch with autograd).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from tpccma_lib.curriculum import CurriculumConfig, GradientAwareScheduler, alpha_at, phase_at
+from tpccma_lib.losses import ClipLoss, CMALoss
+from tpccma_lib.models.base import DualEncoder, ModelError
+from tpccma_lib.models.factory import atomic_torch_save, load_checkpoint
+
+__all__ = ["TrainConfig", "TrainError", "PairBatcher", "InputSource", "train", "TrainResult"]
+
+
+class TrainError(ValueError):
+    """Bad training settings or an incompatible resume; the message says what to change."""
+
+
+@dataclass
+class TrainConfig:
+    """All settings of one training run (CLI flags and papermill parameters map onto these)."""
+
+    steps: int = 300  # optimisation steps in the whole run
+    batch_size: int = 256  # global batch (image-caption pairs), split across ranks
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.1  # AdamW weight decay
+    warmup_steps: int = 10  # linear LR warm-up steps, then cosine decay to min_lr_ratio * lr
+    min_lr_ratio: float = 0.1  # final LR as a fraction of the peak
+    grad_clip: float = 1.0  # max global gradient norm (0 disables)
+    amp: str = "none"  # "none", "bf16" or "fp16" (autocast on CUDA; statistics stay fp32)
+    device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
+    seed: int = 0  # fixes batch order and caption choice
+    alpha_target: float = 0.0  # weight of L_CMA in phase 3 (0 = contrastive only)
+    warmup_fraction: float = 0.2  # phase 1: fraction of steps with the contrastive loss only
+    ramp_fraction: float = 0.3  # phase 2: fraction of steps over which alpha ramps to alpha_target
+    ramp_shape: str = "cosine"  # "linear" or "cosine" ramp
+    gradient_aware: bool = True  # gradient-aware scheduling of the alignment term (ablation switch)
+    conflict_rule: str = "pcgrad"  # "pcgrad" (project conflicting part) or "scale" (temper alpha)
+    measure_every: int = 1  # measure the gradient cosine every k steps
+    max_norm_ratio: float = 1.0  # cap on ||alpha grad L_CMA|| / ||grad L_clip||
+    centroid_weight: float = 1.0  # lambda_c of the centroid term of L_CMA
+    distribution_weight: float = 1.0  # lambda_d of the distribution term of L_CMA
+    distribution_term: str = "mmd"  # "mmd", "coral" or "bures"
+    checkpoint_every: int = 100  # write a resumable checkpoint every N steps (and at the end)
+    log_every: int = 5  # write a metrics line every N steps
+    eval_every: int = 0  # call the eval callback every N steps (0: only at the end)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise TrainError(f"steps must be >= 1, got {self.steps}.")
+        if self.batch_size < 4:
+            raise TrainError(f"batch_size must be >= 4 (the CMA statistics need it), got {self.batch_size}.")
+        if self.lr <= 0:
+            raise TrainError(f"lr must be positive, got {self.lr}.")
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise TrainError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}.")
+        for name in ("checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        self.curriculum()  # validates alpha_target, phase fractions, shapes
+
+    def curriculum(self) -> CurriculumConfig:
+        """The curriculum part of these settings (validated there)."""
+        try:
+            return CurriculumConfig(
+                alpha_target=self.alpha_target,
+                warmup_fraction=self.warmup_fraction,
+                ramp_fraction=self.ramp_fraction,
+                ramp_shape=self.ramp_shape,
+                gradient_aware=self.gradient_aware,
+                rule=self.conflict_rule,
+                measure_every=self.measure_every,
+                max_norm_ratio=self.max_norm_ratio,
+            )
+        except ValueError as exc:
+            raise TrainError(str(exc)) from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise TrainError(f"unknown TrainConfig keys {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+
+# ---------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class InputSource:
+    """Where the trainable stage's inputs come from.
+
+    ``image_fn(indices) -> Tensor (B, ...)`` and ``text_fn(indices) -> Tensor (B, ...)`` map
+    image / caption indices to model inputs: rows of cached tower features for the embedded
+    default, preprocessed pixels and tokens for open_clip.
+    """
+
+    image_fn: Callable[[np.ndarray], torch.Tensor]
+    text_fn: Callable[[np.ndarray], torch.Tensor]
+    text_to_image: np.ndarray  # (N_txt,) int64
+    n_images: int
+
+    @classmethod
+    def from_frozen(cls, inputs: Any) -> InputSource:
+        """From :class:`tpccma_lib.features.FrozenInputs` (cached tower features)."""
+        img, txt = inputs.image, inputs.text
+        return cls(
+            image_fn=lambda idx: img[torch.as_tensor(idx)],
+            text_fn=lambda idx: txt[torch.as_tensor(idx)],
+            text_to_image=np.asarray(inputs.text_to_image),
+            n_images=int(img.shape[0]),
+        )
+
+    @classmethod
+    def from_dataset(cls, model: DualEncoder, dataset: Any) -> InputSource:
+        """Preprocess on the fly (open_clip): images and captions of a ``CaptionedImageSet``."""
+        texts, t2i = dataset.flat_captions()
+        return cls(
+            image_fn=lambda idx: model.image_inputs([dataset.images[int(i)] for i in idx]),
+            text_fn=lambda idx: model.text_inputs([texts[int(i)] for i in idx]),
+            text_to_image=np.asarray(t2i, dtype=np.int64),
+            n_images=len(dataset),
+        )
+
+
+class PairBatcher:
+    """Deterministic batches of (image, one of its captions) pairs; a pure function of step.
+
+    Each epoch visits the images in a permutation drawn from ``rng(seed, epoch)`` and pairs
+    each with a caption drawn uniformly from its captions (as CLIP training on COCO does).
+    The last partial batch of an epoch is dropped, so every batch has ``batch_size`` pairs.
+    """
+
+    def __init__(self, text_to_image: np.ndarray, n_images: int, batch_size: int, seed: int) -> None:
+        if n_images < 2:
+            raise TrainError(f"training needs at least 2 images, got {n_images}.")
+        self.batch_size = min(batch_size, n_images)
+        self.seed = seed
+        self.n_images = n_images
+        order = np.argsort(text_to_image, kind="stable")
+        counts = np.bincount(text_to_image, minlength=n_images)
+        if (counts == 0).any():
+            raise TrainError(f"{int((counts == 0).sum())} image(s) have no caption; drop them first.")
+        self._caption_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        self._caption_count = counts
+        self._caption_order = order
+        self.steps_per_epoch = n_images // self.batch_size
+
+    def batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image indices, caption indices), each (batch_size,), for global step ``step``."""
+        epoch, pos = divmod(step, self.steps_per_epoch)
+        rng = np.random.default_rng([self.seed, epoch])
+        perm = rng.permutation(self.n_images)
+        pick = rng.random(self.n_images)  # one caption choice per image this epoch
+        imgs = perm[pos * self.batch_size : (pos + 1) * self.batch_size]
+        offset = (pick[imgs] * self._caption_count[imgs]).astype(np.int64)
+        caps = self._caption_order[self._caption_start[imgs] + offset]
+        return imgs, caps
+
+
+# ---------------------------------------------------------------------- helpers
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise TrainError("device='cuda' but no CUDA device is visible; use device='cpu' or 'auto'.")
+    return dev
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """LR multiplier: linear warm-up over ``warmup_steps``, then cosine to ``min_lr_ratio``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _allreduce_mean(grads: list[torch.Tensor | None], params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+    out = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
+    _, world = _world()
+    if world > 1:
+        for g in out:
+            dist.all_reduce(g)
+            g.div_(world)
+    return out
+
+
+def _flat_cos_ratio(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
+    dot = sum(float((x * y).sum()) for x, y in zip(a, b, strict=True))
+    na = math.sqrt(sum(float((x * x).sum()) for x in a))
+    nb = math.sqrt(sum(float((y * y).sum()) for y in b))
+    return (dot / (na * nb) if na > 0 and nb > 0 else 0.0), (nb / na if na > 0 else 0.0)
+
+
+@dataclass
+class TrainResult:
+    """What a run leaves: the trained model, its log and where its checkpoints are."""
+
+    model: DualEncoder
+    history: list[dict[str, Any]]
+    out_dir: Path
+    final_checkpoint: Path
+    resumed_from_step: int
+    wall_time_s: float
+
+
+def _config_fingerprint(model: DualEncoder, cfg: TrainConfig) -> dict[str, Any]:
+    d = cfg.to_dict()
+    for volatile in ("checkpoint_every", "log_every", "eval_every", "device"):
+        d.pop(volatile)
+    return {"model_config": model.config(), "train_config": d}
+
+
+def _check_resume(payload: dict[str, Any], model: DualEncoder, cfg: TrainConfig, path: Path) -> None:
+    saved = payload.get("fingerprint", {})
+    now = _config_fingerprint(model, cfg)
+    if saved.get("model_config") != now["model_config"]:
+        raise ModelError(
+            f"checkpoint {path} belongs to another model ({saved.get('model_config')}); "
+            "use a new out_dir or the matching model."
+        )
+    old, new = saved.get("train_config", {}), now["train_config"]
+    changed = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    if changed:
+        raise TrainError(
+            f"cannot resume from {path}: the training config changed ("
+            + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
+            + "). Use a new out_dir, restore the old settings, or pass resume=False to start over."
+        )
+
+
+# ---------------------------------------------------------------------- the loop
+def train(
+    model: DualEncoder,
+    data: InputSource,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    resume: bool = True,
+    eval_fn: Callable[[DualEncoder, int], dict[str, float]] | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    extra_checkpoint: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train ``model``'s trainable parameters on pairs from ``data``.
+
+    Args:
+        model: any :class:`DualEncoder`; only parameters with ``requires_grad`` change.
+        data: where batches come from (:class:`InputSource`).
+        cfg: the run's settings.
+        out_dir: receives ``checkpoint.pt`` (resumable), ``final.pt`` and ``metrics.jsonl``.
+        resume: continue from ``out_dir/checkpoint.pt`` when present (config must match).
+        eval_fn: called as ``eval_fn(model, step)`` every ``eval_every`` steps and at the end;
+            its numbers are logged (e.g. the gap decomposition on validation data).
+        stop_after: stop (after checkpointing) once this step count is reached, to simulate
+            an interrupted run in tests.
+        extra_checkpoint: more entries to store in ``final.pt`` (e.g. data config).
+    Returns:
+        a :class:`TrainResult`.
+    """
+    started = time.perf_counter()
+    rank, world = _world()
+    if cfg.batch_size % world:
+        raise TrainError(f"batch_size {cfg.batch_size} must be divisible by the world size {world}.")
+    device = _resolve_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    model.to(device)
+    out_dir = Path(out_dir)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
+    curriculum = cfg.curriculum()
+    scheduler = GradientAwareScheduler(curriculum)
+    clip_loss = ClipLoss()
+    cma_loss = CMALoss(
+        centroid_weight=cfg.centroid_weight,
+        distribution_weight=cfg.distribution_weight,
+        distribution_term=cfg.distribution_term,
+    )
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    batcher = PairBatcher(data.text_to_image, data.n_images, cfg.batch_size, cfg.seed)
+    if batcher.batch_size % world:
+        raise TrainError(f"{data.n_images} images cannot be split evenly over {world} ranks.")
+    local = batcher.batch_size // world
+
+    start_step, history = 0, []
+    ckpt_path = out_dir / "checkpoint.pt"
+    log_path = out_dir / "metrics.jsonl"
+    if resume and ckpt_path.exists():
+        payload = load_checkpoint(ckpt_path)
+        _check_resume(payload, model, cfg, ckpt_path)
+        model.load_state_dict(payload["state_dict"], strict=False)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        start_step = int(payload["step"])
+        if log_path.exists():
+            history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+            history = [h for h in history if h["step"] < start_step]
+    elif rank == 0 and log_path.exists():
+        log_path.unlink()
+
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    def write_checkpoint(step: int) -> None:
+        if rank != 0:
+            return
+        atomic_torch_save(
+            {
+                "format": "tpccma-checkpoint-v1",
+                "model_config": model.config(),
+                "state_dict": model.trainable_state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": step,
+                "fingerprint": _config_fingerprint(model, cfg),
+                "train_config": cfg.to_dict(),
+            },
+            ckpt_path,
+        )
+
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+    model.train()
+    end_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    bar = tqdm(
+        range(start_step, end_step), initial=start_step, total=cfg.steps,
+        desc=f"train alpha_target={cfg.alpha_target}", disable=not progress or rank != 0,
+    )
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, cfg)
+        img_idx, cap_idx = batcher.batch(step)
+        img_idx = img_idx[rank * local : (rank + 1) * local]
+        cap_idx = cap_idx[rank * local : (rank + 1) * local]
+        x_img = data.image_fn(img_idx).to(device, non_blocking=True)
+        x_txt = data.text_fn(cap_idx).to(device, non_blocking=True)
+        alpha = alpha_at(step, cfg.steps, curriculum)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+            img_emb = model.encode_image_inputs(x_img)
+            txt_emb = model.encode_text_inputs(x_txt)
+            l_clip = clip_loss(img_emb, txt_emb, model.logit_scale())
+        record: dict[str, Any] = {"step": step, "phase": phase_at(step, cfg.steps, curriculum),
+                                  "alpha": alpha, "lr": optimizer.param_groups[0]["lr"]}
+        telemetry: dict[str, Any] = {}
+        if alpha > 0:
+            cma = cma_loss(img_emb, txt_emb)
+            separate = scheduler.needs_separate_grads(step)
+            if separate:
+                g_clip = torch.autograd.grad(grad_scaler.scale(l_clip), params, retain_graph=True, allow_unused=True)
+                g_align = torch.autograd.grad(grad_scaler.scale(alpha * cma.total), params, allow_unused=True)
+                g_clip = _allreduce_mean(list(g_clip), params)
+                g_align = _allreduce_mean(list(g_align), params)
+                grads, telemetry = scheduler.combine(step, g_clip, g_align)
+            else:
+                a_eff = scheduler.effective_alpha(alpha)
+                g = torch.autograd.grad(grad_scaler.scale(l_clip + a_eff * cma.total), params, allow_unused=True)
+                grads = _allreduce_mean(list(g), params)
+                telemetry = {"effective_alpha": a_eff}
+            record.update(loss_cma=float(cma.total), cma_centroid=float(cma.centroid),
+                          cma_distribution=float(cma.distribution))
+        else:
+            g = torch.autograd.grad(grad_scaler.scale(l_clip), params, allow_unused=True)
+            grads = _allreduce_mean(list(g), params)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+        grad_scaler.unscale_(optimizer)
+        if cfg.grad_clip > 0:
+            record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        grad_scaler.step(optimizer)
+        grad_scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            with torch.no_grad():
+                batch_gap = float((img_emb.float().mean(0) - txt_emb.float().mean(0)).norm())
+            record.update(loss_clip=float(l_clip), batch_gap=batch_gap,
+                          logit_scale=float(model.logit_scale()),
+                          **{k: (float(v) if isinstance(v, (int, float, bool, torch.Tensor)) else v)
+                             for k, v in telemetry.items()})
+            if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+                record.update({f"val_{k}": v for k, v in eval_fn(model, done).items()})
+                model.train()
+            history.append(record)
+            if rank == 0:
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+            bar.set_postfix(loss=f"{float(l_clip):.3f}", alpha=f"{alpha:.3f}", gap=f"{batch_gap:.3f}")
+        if done % cfg.checkpoint_every == 0 or done == end_step:
+            write_checkpoint(done)
+    bar.close()
+
+    final_path = out_dir / "final.pt"
+    if end_step == cfg.steps:
+        final_eval = {}
+        if eval_fn is not None:
+            final_eval = {f"val_{k}": v for k, v in eval_fn(model, cfg.steps).items()}
+            if history:
+                history[-1].update(final_eval)
+        if rank == 0:
+            atomic_torch_save(
+                {
+                    "format": "tpccma-checkpoint-v1",
+                    "model_config": model.config(),
+                    "state_dict": model.trainable_state_dict(),
+                    "train_config": cfg.to_dict(),
+                    "step": cfg.steps,
+                    "final_eval": final_eval,
+                    **(extra_checkpoint or {}),
+                },
+                final_path,
+            )
+    return TrainResult(model, history, out_dir, final_path, start_step, time.perf_counter() - started)

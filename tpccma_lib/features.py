@@ -23,7 +23,13 @@ import torch
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.models.base import DualEncoder
 
-__all__ = ["FrozenInputs", "frozen_inputs", "embed_dataset", "dataset_fingerprint", "default_cache_dir"]
+__all__ = [
+    "FrozenInputs",
+    "frozen_inputs",
+    "embed_dataset",
+    "dataset_fingerprint",
+    "default_cache_dir",
+]
 
 
 def default_cache_dir() -> Path:
@@ -67,8 +73,14 @@ def _compute(model: DualEncoder, dataset: Any, batch_size: int, progress: bool) 
     texts, t2i = dataset.flat_captions()
     img_parts, txt_parts = [], []
     n = len(dataset)
-    for s in tqdm(range(0, n, batch_size), desc=f"image features ({dataset.name}/{dataset.split})", disable=not progress):
-        img_parts.append(model.image_inputs([dataset.images[i] for i in range(s, min(s + batch_size, n))]))
+    for s in tqdm(
+        range(0, n, batch_size),
+        desc=f"image features ({dataset.name}/{dataset.split})",
+        disable=not progress,
+    ):
+        img_parts.append(
+            model.image_inputs([dataset.images[i] for i in range(s, min(s + batch_size, n))])
+        )
     for s in tqdm(range(0, len(texts), 4 * batch_size), desc="text features", disable=not progress):
         txt_parts.append(model.text_inputs(texts[s : s + 4 * batch_size]))
     txt = torch.cat(txt_parts) if txt_parts else torch.zeros(0, 1)
@@ -114,7 +126,12 @@ def frozen_inputs(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as fh:
-        np.savez(fh, image=result.image.numpy(), text=result.text.numpy(), text_to_image=result.text_to_image)
+        np.savez(
+            fh,
+            image=result.image.numpy(),
+            text=result.text.numpy(),
+            text_to_image=result.text_to_image,
+        )
     os.replace(tmp, path)
     return result
 
@@ -137,20 +154,30 @@ def embed_dataset(
     was_training = model.training
     model.eval()
     if model.cacheable_inputs:
-        inputs = inputs if inputs is not None else frozen_inputs(model, dataset, cache_dir, progress=progress)
+        inputs = (
+            inputs
+            if inputs is not None
+            else frozen_inputs(model, dataset, cache_dir, progress=progress)
+        )
         dev = model.device
-        img = torch.cat([
-            model.encode_image_inputs(inputs.image[s : s + batch_size].to(dev)).cpu()
-            for s in range(0, inputs.image.shape[0], batch_size)
-        ])
-        txt = torch.cat([
-            model.encode_text_inputs(inputs.text[s : s + batch_size].to(dev)).cpu()
-            for s in range(0, inputs.text.shape[0], batch_size)
-        ])
+        img = torch.cat(
+            [
+                model.encode_image_inputs(inputs.image[s : s + batch_size].to(dev)).cpu()
+                for s in range(0, inputs.image.shape[0], batch_size)
+            ]
+        )
+        txt = torch.cat(
+            [
+                model.encode_text_inputs(inputs.text[s : s + batch_size].to(dev)).cpu()
+                for s in range(0, inputs.text.shape[0], batch_size)
+            ]
+        )
         image, text, t2i = img.float().numpy(), txt.float().numpy(), inputs.text_to_image
     else:
         texts, t2i = dataset.flat_captions()
-        image = model.encode_images(dataset.images, batch_size=min(batch_size, 64), progress=progress)
+        image = model.encode_images(
+            dataset.images, batch_size=min(batch_size, 64), progress=progress
+        )
         text = model.encode_texts(texts, batch_size=batch_size, progress=progress)
     model.train(was_training)
     record = {

@@ -75,7 +75,9 @@ class TrainConfig:
         if self.steps < 1:
             raise TrainError(f"steps must be >= 1, got {self.steps}.")
         if self.batch_size < 4:
-            raise TrainError(f"batch_size must be >= 4 (the CMA statistics need it), got {self.batch_size}.")
+            raise TrainError(
+                f"batch_size must be >= 4 (the CMA statistics need it), got {self.batch_size}."
+            )
         if self.lr <= 0:
             raise TrainError(f"lr must be positive, got {self.lr}.")
         if self.amp not in ("none", "bf16", "fp16"):
@@ -159,7 +161,9 @@ class PairBatcher:
     The last partial batch of an epoch is dropped, so every batch has ``batch_size`` pairs.
     """
 
-    def __init__(self, text_to_image: np.ndarray, n_images: int, batch_size: int, seed: int) -> None:
+    def __init__(
+        self, text_to_image: np.ndarray, n_images: int, batch_size: int, seed: int
+    ) -> None:
         if n_images < 2:
             raise TrainError(f"training needs at least 2 images, got {n_images}.")
         self.batch_size = min(batch_size, n_images)
@@ -168,7 +172,9 @@ class PairBatcher:
         order = np.argsort(text_to_image, kind="stable")
         counts = np.bincount(text_to_image, minlength=n_images)
         if (counts == 0).any():
-            raise TrainError(f"{int((counts == 0).sum())} image(s) have no caption; drop them first.")
+            raise TrainError(
+                f"{int((counts == 0).sum())} image(s) have no caption; drop them first."
+            )
         self._caption_start = np.concatenate([[0], np.cumsum(counts)[:-1]])
         self._caption_count = counts
         self._caption_order = order
@@ -211,7 +217,9 @@ def _lr_factor(step: int, cfg: TrainConfig) -> float:
     return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def _allreduce_mean(grads: list[torch.Tensor | None], params: list[torch.nn.Parameter]) -> list[torch.Tensor]:
+def _allreduce_mean(
+    grads: list[torch.Tensor | None], params: list[torch.nn.Parameter]
+) -> list[torch.Tensor]:
     out = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
     _, world = _world()
     if world > 1:
@@ -247,7 +255,9 @@ def _config_fingerprint(model: DualEncoder, cfg: TrainConfig) -> dict[str, Any]:
     return {"model_config": model.config(), "train_config": d}
 
 
-def _check_resume(payload: dict[str, Any], model: DualEncoder, cfg: TrainConfig, path: Path) -> None:
+def _check_resume(
+    payload: dict[str, Any], model: DualEncoder, cfg: TrainConfig, path: Path
+) -> None:
     saved = payload.get("fingerprint", {})
     now = _config_fingerprint(model, cfg)
     if saved.get("model_config") != now["model_config"]:
@@ -297,7 +307,9 @@ def train(
     started = time.perf_counter()
     rank, world = _world()
     if cfg.batch_size % world:
-        raise TrainError(f"batch_size {cfg.batch_size} must be divisible by the world size {world}.")
+        raise TrainError(
+            f"batch_size {cfg.batch_size} must be divisible by the world size {world}."
+        )
     device = _resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -331,7 +343,9 @@ def train(
         scheduler.load_state_dict(payload["scheduler"])
         start_step = int(payload["step"])
         if log_path.exists():
-            history = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+            history = [
+                json.loads(line) for line in log_path.read_text().splitlines() if line.strip()
+            ]
             history = [h for h in history if h["step"] < start_step]
     elif rank == 0 and log_path.exists():
         log_path.unlink()
@@ -363,8 +377,11 @@ def train(
     model.train()
     end_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(
-        range(start_step, end_step), initial=start_step, total=cfg.steps,
-        desc=f"train alpha_target={cfg.alpha_target}", disable=not progress or rank != 0,
+        range(start_step, end_step),
+        initial=start_step,
+        total=cfg.steps,
+        desc=f"train alpha_target={cfg.alpha_target}",
+        disable=not progress or rank != 0,
     )
     for step in bar:
         for group in optimizer.param_groups:
@@ -379,25 +396,38 @@ def train(
             img_emb = model.encode_image_inputs(x_img)
             txt_emb = model.encode_text_inputs(x_txt)
             l_clip = clip_loss(img_emb, txt_emb, model.logit_scale())
-        record: dict[str, Any] = {"step": step, "phase": phase_at(step, cfg.steps, curriculum),
-                                  "alpha": alpha, "lr": optimizer.param_groups[0]["lr"]}
+        record: dict[str, Any] = {
+            "step": step,
+            "phase": phase_at(step, cfg.steps, curriculum),
+            "alpha": alpha,
+            "lr": optimizer.param_groups[0]["lr"],
+        }
         telemetry: dict[str, Any] = {}
         if alpha > 0:
             cma = cma_loss(img_emb, txt_emb)
             separate = scheduler.needs_separate_grads(step)
             if separate:
-                g_clip = torch.autograd.grad(grad_scaler.scale(l_clip), params, retain_graph=True, allow_unused=True)
-                g_align = torch.autograd.grad(grad_scaler.scale(alpha * cma.total), params, allow_unused=True)
+                g_clip = torch.autograd.grad(
+                    grad_scaler.scale(l_clip), params, retain_graph=True, allow_unused=True
+                )
+                g_align = torch.autograd.grad(
+                    grad_scaler.scale(alpha * cma.total), params, allow_unused=True
+                )
                 g_clip = _allreduce_mean(list(g_clip), params)
                 g_align = _allreduce_mean(list(g_align), params)
                 grads, telemetry = scheduler.combine(step, g_clip, g_align)
             else:
                 a_eff = scheduler.effective_alpha(alpha)
-                g = torch.autograd.grad(grad_scaler.scale(l_clip + a_eff * cma.total), params, allow_unused=True)
+                g = torch.autograd.grad(
+                    grad_scaler.scale(l_clip + a_eff * cma.total), params, allow_unused=True
+                )
                 grads = _allreduce_mean(list(g), params)
                 telemetry = {"effective_alpha": a_eff}
-            record.update(loss_cma=float(cma.total), cma_centroid=float(cma.centroid),
-                          cma_distribution=float(cma.distribution))
+            record.update(
+                loss_cma=float(cma.total),
+                cma_centroid=float(cma.centroid),
+                cma_distribution=float(cma.distribution),
+            )
         else:
             g = torch.autograd.grad(grad_scaler.scale(l_clip), params, allow_unused=True)
             grads = _allreduce_mean(list(g), params)
@@ -414,18 +444,30 @@ def train(
         if done % cfg.log_every == 0 or done == cfg.steps:
             with torch.no_grad():
                 batch_gap = float((img_emb.float().mean(0) - txt_emb.float().mean(0)).norm())
-            record.update(loss_clip=float(l_clip), batch_gap=batch_gap,
-                          logit_scale=float(model.logit_scale()),
-                          **{k: (float(v) if isinstance(v, (int, float, bool, torch.Tensor)) else v)
-                             for k, v in telemetry.items()})
-            if eval_fn is not None and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            record.update(
+                loss_clip=float(l_clip),
+                batch_gap=batch_gap,
+                logit_scale=float(model.logit_scale()),
+                **{
+                    k: (float(v) if isinstance(v, (int, float, bool, torch.Tensor)) else v)
+                    for k, v in telemetry.items()
+                },
+            )
+            if (
+                eval_fn is not None
+                and cfg.eval_every
+                and done % cfg.eval_every == 0
+                and done != cfg.steps
+            ):
                 record.update({f"val_{k}": v for k, v in eval_fn(model, done).items()})
                 model.train()
             history.append(record)
             if rank == 0:
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
-            bar.set_postfix(loss=f"{float(l_clip):.3f}", alpha=f"{alpha:.3f}", gap=f"{batch_gap:.3f}")
+            bar.set_postfix(
+                loss=f"{float(l_clip):.3f}", alpha=f"{alpha:.3f}", gap=f"{batch_gap:.3f}"
+            )
         if done % cfg.checkpoint_every == 0 or done == end_step:
             write_checkpoint(done)
     bar.close()
@@ -450,4 +492,6 @@ def train(
                 },
                 final_path,
             )
-    return TrainResult(model, history, out_dir, final_path, start_step, time.perf_counter() - started)
+    return TrainResult(
+        model, history, out_dir, final_path, start_step, time.perf_counter() - started
+    )

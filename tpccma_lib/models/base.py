@@ -128,7 +128,9 @@ class DualEncoder(nn.Module):
     ) -> np.ndarray:
         """Captions -> (N, embed_dim) float32 normalised embeddings, in batches."""
         out = []
-        for start in tqdm(range(0, len(texts), batch_size), desc="encode texts", disable=not progress):
+        for start in tqdm(
+            range(0, len(texts), batch_size), desc="encode texts", disable=not progress
+        ):
             x = self.text_inputs(list(texts[start : start + batch_size])).to(self.device)
             out.append(self.encode_text_inputs(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)

@@ -15,8 +15,12 @@ class ModelConfig:
     """Settings of a dual encoder. Saved (``asdict``) in every checkpoint and result."""
 
     backend: str = "towers"  # "towers" (embedded default, CPU) or "open_clip" (real CLIP)
-    name: str = "effnetlite0-minilm"  # towers: the tower pair; open_clip: a model name, e.g. "ViT-B-32"
-    pretrained: str | None = None  # open_clip: a pretrained tag ("openai") or a local checkpoint file
+    name: str = (
+        "effnetlite0-minilm"  # towers: the tower pair; open_clip: a model name, e.g. "ViT-B-32"
+    )
+    pretrained: str | None = (
+        None  # open_clip: a pretrained tag ("openai") or a local checkpoint file
+    )
     embed_dim: int = 256  # towers: dimension D of the shared space
     head: str = "linear"  # towers: projection heads, "linear" or "mlp"
     image_size: int = 64  # towers: input size in px the image tower sees (data is rendered at it)

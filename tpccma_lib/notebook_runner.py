@@ -1,0 +1,153 @@
+"""Run the numbered notebooks with papermill and turn them into an HTML report.
+
+The notebooks under ``notebooks/`` are executed in order (each may read what an earlier one
+wrote under ``runs/``); executed copies go to ``runs/notebooks/`` and the report to
+``reports/index.html`` plus one HTML page per notebook. Plotly figures, stored in the
+notebooks as their JSON mimetype (deterministic, so nbval can compare them), become
+interactive HTML in the report, with plotly.js inlined once per page (works offline).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "NOTEBOOKS",
+    "notebook_dir",
+    "run_notebook",
+    "run_all",
+    "write_report",
+    "refresh_stored_outputs",
+]
+
+NOTEBOOKS = (
+    "01_gap_decomposition",
+    "02_cma_loss",
+    "03_curriculum_training",
+    "04_evaluation",
+    "05_alpha_sweep",
+    "06_teaching_the_gap",
+)
+
+
+def notebook_dir() -> Path:
+    """``notebooks/`` of the repository (``$TPCCMA_NOTEBOOKS`` overrides)."""
+    if "TPCCMA_NOTEBOOKS" in os.environ:
+        return Path(os.environ["TPCCMA_NOTEBOOKS"])
+    return Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def _available() -> list[str]:
+    return [n for n in NOTEBOOKS if (notebook_dir() / f"{n}.ipynb").exists()]
+
+
+def run_notebook(
+    name: str,
+    out_path: str | os.PathLike[str],
+    parameters: dict[str, Any] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+) -> Path:
+    """Execute ``notebooks/<name>.ipynb`` with papermill ``parameters`` into ``out_path``."""
+    import papermill as pm
+
+    src = notebook_dir() / f"{name}.ipynb"
+    if not src.exists():
+        raise FileNotFoundError(f"no notebook {src}; available: {_available()}")
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    pm.execute_notebook(
+        str(src),
+        str(out_path),
+        parameters=parameters or {},
+        kernel_name="python3",
+        cwd=str(cwd or notebook_dir()),
+        progress_bar=progress,
+        log_output=False,
+    )
+    return out_path
+
+
+def run_all(
+    names: Sequence[str] | None = None,
+    out_dir: str | os.PathLike[str] = "runs/notebooks",
+    parameters: dict[str, Any] | None = None,
+) -> list[Path]:
+    """Execute notebooks in order; stop at the first failure with the notebook's name."""
+    done = []
+    for name in names or _available():
+        t0 = time.perf_counter()
+        print(f"==> running {name} ...", flush=True)
+        try:
+            done.append(run_notebook(name, Path(out_dir) / f"{name}.ipynb", parameters))
+        except Exception as exc:
+            raise RuntimeError(
+                f"notebook {name} failed: {exc}. The executed copy with the error is "
+                f"in {Path(out_dir) / (name + '.ipynb')}."
+            ) from exc
+        print(f"    {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return done
+
+
+def _plotly_to_html(nb: Any) -> None:
+    """Replace plotly JSON outputs by interactive HTML (plotly.js inlined once)."""
+    import plotly.io as pio
+
+    first = True
+    for cell in nb.cells:
+        for out in cell.get("outputs", []):
+            data = out.get("data", {})
+            fig = data.get("application/vnd.plotly.v1+json")
+            if fig is None:
+                continue
+            data["text/html"] = pio.to_html(
+                fig, full_html=False, include_plotlyjs=first, div_id=None, auto_play=False
+            )
+            first = False
+            del data["application/vnd.plotly.v1+json"]
+
+
+def write_report(
+    executed: Sequence[str | os.PathLike[str]], reports_dir: str | os.PathLike[str] = "reports"
+) -> Path:
+    """HTML page per executed notebook + ``index.html`` linking them. Returns the index path."""
+    import nbformat
+    from nbconvert import HTMLExporter
+
+    reports_dir = Path(reports_dir)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    exporter = HTMLExporter(template_name="lab")
+    links = []
+    for path in executed:
+        path = Path(path)
+        nb = nbformat.read(path, as_version=4)
+        _plotly_to_html(nb)
+        body, _ = exporter.from_notebook_node(nb)
+        page = reports_dir / f"{path.stem}.html"
+        page.write_text(body, encoding="utf-8")
+        links.append(f'<li><a href="{html.escape(page.name)}">{html.escape(path.stem)}</a></li>')
+    index = reports_dir / "index.html"
+    index.write_text(
+        "<!doctype html><meta charset='utf-8'><title>TPC-CMA report</title>"
+        "<h1>TPC-CMA notebooks: report</h1>"
+        f"<p>Generated {time.strftime('%Y-%m-%d %H:%M')} by <code>tpccma report</code> on the "
+        "embedded default (captioned shapes, mini-CLIP).</p><ol>" + "".join(links) + "</ol>",
+        encoding="utf-8",
+    )
+    return index
+
+
+def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:
+    """Re-execute notebooks in place so their committed outputs are fresh (on purpose only)."""
+    out = []
+    for name in names or _available():
+        src = notebook_dir() / f"{name}.ipynb"
+        print(f"==> refreshing {src}", flush=True, file=sys.stderr)
+        out.append(run_notebook(name, src))
+    return out

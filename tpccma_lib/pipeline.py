@@ -1,0 +1,246 @@
+"""The data path in a few calls: data set -> base model -> embeddings -> fine-tune.
+
+Notebooks and the CLI both go through :class:`Experiment`, so a notebook cell stays one line:
+
+>>> exp = Experiment(DataConfig(n_train=3000), ModelConfig())
+>>> base = exp.base_model()                 # pretrains the embedded mini-CLIP once, then cached
+>>> test = exp.embeddings(base, "test")     # Embeddings of the held-out split
+>>> run = exp.finetune(TrainConfig(alpha_target=0.5), "runs/alpha0.5")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.features import embed_dataset, frozen_inputs
+from tpccma_lib.models import DualEncoder, ModelConfig, create_model, load_model
+from tpccma_lib.train import InputSource, TrainConfig, TrainResult, train
+
+__all__ = ["DataConfig", "Experiment", "PRETRAIN_CONFIG", "DATASETS"]
+
+DATASETS = ("shapes", "coco")
+
+#: Contrastive pretraining of the embedded mini-CLIP's heads (alpha = 0): CLIP's recipe on
+#: cached tower features (AdamW, lr 1e-3, weight decay 0.1, batch 256, fixed logit scale 100).
+PRETRAIN_CONFIG = TrainConfig(
+    steps=600,
+    batch_size=256,
+    lr=1e-3,
+    weight_decay=0.1,
+    warmup_steps=20,
+    min_lr_ratio=0.1,
+    alpha_target=0.0,
+    gradient_aware=False,
+    checkpoint_every=200,
+    log_every=10,
+)
+
+
+@dataclass
+class DataConfig:
+    """Which data, how much of it, and from where."""
+
+    dataset: str = "shapes"  # "shapes" (embedded, procedural) or "coco" (Karpathy split)
+    n_train: int = 3000  # training images (shapes: rendered; coco: first n of the split, 0 = all)
+    n_val: int = 500  # validation images (monitoring during training)
+    n_test: int = 1000  # held-out images every reported number uses
+    image_size: int = 64  # shapes: rendered size in px (= the image tower's input size)
+    seed: int = 0  # shapes: the world's seed (same seed, same bytes)
+    zero_shot: str = "same"  # zero-shot data: "same" (the shape classes) or "cifar10"
+    root: str | None = None  # coco / cifar10: data folder (default: $TPCCMA_DATA or ./data)
+
+    def __post_init__(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS}.")
+        for name in ("n_train", "n_val", "n_test"):
+            if getattr(self, name) < (0 if self.dataset == "coco" else 1):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.zero_shot not in ("same", "cifar10"):
+            raise ValueError(f"zero_shot must be 'same' or 'cifar10', got {self.zero_shot!r}.")
+
+    @property
+    def label(self) -> str:
+        """How results name this data set (with the caveat that shapes stand in for COCO)."""
+        if self.dataset == "shapes":
+            return f"captioned-shapes (seed {self.seed}, {self.image_size} px; stand-in for COCO/CIFAR-10)"
+        return "COCO captions (Karpathy split)"
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+class Experiment:
+    """Data, base model and embeddings of one configuration, computed once and cached.
+
+    Args:
+        data: the data settings.
+        model: the model settings (``ModelConfig()`` = the embedded mini-CLIP).
+        runs_dir: where checkpoints and runs go (default ``$TPCCMA_RUNS`` or ``./runs``).
+        progress: show progress bars.
+    """
+
+    def __init__(
+        self,
+        data: DataConfig | None = None,
+        model: ModelConfig | None = None,
+        runs_dir: str | os.PathLike[str] | None = None,
+        pretrain: TrainConfig | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.data = data or DataConfig()
+        self.model_config = model or ModelConfig(image_size=self.data.image_size)
+        if (
+            self.model_config.backend == "towers"
+            and self.model_config.image_size != self.data.image_size
+        ):
+            self.model_config = replace(self.model_config, image_size=self.data.image_size)
+        self.runs_dir = Path(runs_dir or os.environ.get("TPCCMA_RUNS", "runs"))
+        self.pretrain_config = pretrain or PRETRAIN_CONFIG
+        self.progress = progress
+        self._splits: dict[str, Any] = {}
+        self._inputs: dict[str, Any] = {}
+        self._probe: DualEncoder | None = None
+
+    # ------------------------------------------------------------------ data
+    def split(self, name: str) -> Any:
+        """The ``CaptionedImageSet`` of split ``name`` ("train", "val", "test")."""
+        if name not in self._splits:
+            n = {"train": self.data.n_train, "val": self.data.n_val, "test": self.data.n_test}.get(
+                name
+            )
+            if n is None:
+                raise ValueError(f"unknown split {name!r}; use 'train', 'val' or 'test'.")
+            if self.data.dataset == "shapes":
+                from tpccma_lib.data import make_captioned_shapes
+
+                ds = make_captioned_shapes(
+                    name, n, image_size=self.data.image_size, seed=self.data.seed
+                )
+            else:
+                from tpccma_lib.data import data_root, load_coco_karpathy
+
+                root = Path(self.data.root) if self.data.root else data_root() / "coco"
+                ds = load_coco_karpathy(root, name, max_images=n or None)
+            self._splits[name] = ds
+        return self._splits[name]
+
+    def zero_shot_split(self) -> Any:
+        """The labelled set zero-shot accuracy is measured on (shapes test, or CIFAR-10 test)."""
+        if self.data.zero_shot == "same":
+            return self.split("test")
+        if "cifar10" not in self._splits:
+            from tpccma_lib.data import data_root, load_cifar10
+
+            root = Path(self.data.root) if self.data.root else data_root() / "cifar10"
+            self._splits["cifar10"] = load_cifar10(root, "test")
+        return self._splits["cifar10"]
+
+    def _frozen(self, model: DualEncoder, name: str) -> Any:
+        if name not in self._inputs:
+            self._inputs[name] = frozen_inputs(model, self.split(name), progress=self.progress)
+        return self._inputs[name]
+
+    def input_source(self, model: DualEncoder, split: str = "train") -> InputSource:
+        """Training inputs of ``split`` for ``model`` (cached tower features or on-the-fly)."""
+        if model.cacheable_inputs:
+            return InputSource.from_frozen(self._frozen(model, split))
+        return InputSource.from_dataset(model, self.split(split))
+
+    # ------------------------------------------------------------------ models
+    def new_model(self) -> DualEncoder:
+        """A fresh model of this experiment's config (untrained heads for the towers)."""
+        return create_model(self.model_config)
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder of the base model: keyed by data, model and pretraining settings."""
+        key = _digest(
+            [asdict(self.data), self.model_config.to_dict(), self.pretrain_config.to_dict()]
+        )
+        return self.runs_dir / "base" / f"{self.data.dataset}-{key}"
+
+    def base_model(self) -> DualEncoder:
+        """The model before any TPC-CMA fine-tuning.
+
+        open_clip: the pretrained model as loaded. Towers: heads pretrained contrastively on the
+        train split (``PRETRAIN_CONFIG``), done once and reused from ``base_dir/final.pt``.
+        """
+        if self.model_config.backend != "towers":
+            return self.new_model()
+        final = self.base_dir / "final.pt"
+        if not final.exists():
+            model = self.new_model()
+            train(
+                model,
+                self.input_source(model, "train"),
+                self.pretrain_config,
+                self.base_dir,
+                progress=self.progress,
+                extra_checkpoint={"data_config": asdict(self.data), "role": "base"},
+            )
+        model, _ = load_model(final, expect=self.model_config)
+        return model
+
+    def base_checkpoint(self) -> Path:
+        """Path of the base model checkpoint (pretraining it if needed)."""
+        self.base_model()
+        return self.base_dir / "final.pt"
+
+    def load(self, checkpoint: str | os.PathLike[str]) -> DualEncoder:
+        """A fine-tuned model from ``checkpoint`` (must be a checkpoint of this model config)."""
+        model, _ = load_model(checkpoint, expect=self.model_config)
+        return model
+
+    # ------------------------------------------------------------------ embeddings
+    def embeddings(self, model: DualEncoder, split: str = "test", **meta: Any) -> Embeddings:
+        """:class:`Embeddings` of ``split`` under ``model``, provenance in ``meta``."""
+        record = {
+            "dataset": self.data.dataset if self.data.dataset != "shapes" else "captioned-shapes",
+            "seed": self.data.seed,
+            **meta,
+        }
+        inputs = self._frozen(model, split) if model.cacheable_inputs else None
+        return embed_dataset(
+            model, self.split(split), inputs=inputs, meta=record, progress=self.progress
+        )
+
+    def encode_texts(self, model: DualEncoder, texts: list[str]) -> Any:
+        """Captions/prompts -> (N, D) normalised embeddings (for zero-shot class prompts)."""
+        return model.encode_texts(texts)
+
+    # ------------------------------------------------------------------ fine-tuning
+    def finetune(
+        self,
+        cfg: TrainConfig,
+        out_dir: str | os.PathLike[str],
+        init: DualEncoder | None = None,
+        **train_kwargs: Any,
+    ) -> TrainResult:
+        """TPC-CMA fine-tune of the base model (or ``init``) with ``cfg`` into ``out_dir``."""
+        model = init if init is not None else self.base_model()
+        return train(
+            model,
+            self.input_source(model, "train"),
+            cfg,
+            out_dir,
+            progress=self.progress,
+            extra_checkpoint={
+                "data_config": asdict(self.data),
+                "role": "finetune",
+                "base_checkpoint": str(self.base_dir / "final.pt"),
+            },
+            **train_kwargs,
+        )
+
+
+def config_from_params(cls: type, params: dict[str, Any]) -> Any:
+    """Build dataclass ``cls`` from the subset of ``params`` (e.g. papermill globals) it knows."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in params.items() if k in names})

@@ -105,7 +105,7 @@ _SIZE_WORDS: dict[str, tuple[str, ...]] = {
     "medium": ("medium-sized", "mid-sized"),
     "large": ("large", "big"),
 }
-_SIZE_RADIUS = {"small": 0.45, "medium": 0.65, "large": 0.9}  # fraction of half a grid cell
+_SIZE_RADIUS = {"small": 0.5, "medium": 0.7, "large": 0.92}  # fraction of half a grid cell
 
 SPLIT_IDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
@@ -254,12 +254,19 @@ class Scene:
     objects: tuple[ShapeObject, ...]
     background_tint: tuple[int, int, int] = (0, 0, 0)
 
+    @property
+    def background_rgb(self) -> tuple[int, int, int]:
+        """The tinted background colour actually painted, before noise."""
+        base = np.array(BACKGROUNDS[self.background]) + np.array(self.background_tint)
+        return tuple(int(v) for v in np.clip(base, 0, 255))
+
     def record(self) -> dict:
         """A plain-dict description (JSON-friendly) for notebooks and tests."""
         return {
             "shape": self.shape,
             "label": SHAPE_CLASSES.index(self.shape),
             "background": self.background,
+            "background_rgb": self.background_rgb,
             "count": len(self.objects),
             "objects": [asdict(obj) for obj in self.objects],
         }
@@ -301,8 +308,7 @@ def render_scene(
     """
     canvas = image_size * _SUPERSAMPLE
     cell = canvas / 3
-    base = np.array(BACKGROUNDS[scene.background]) + np.array(scene.background_tint)
-    image = Image.new("RGB", (canvas, canvas), tuple(int(v) for v in np.clip(base, 0, 255)))
+    image = Image.new("RGB", (canvas, canvas), scene.background_rgb)
     draw = ImageDraw.Draw(image)
     for obj in scene.objects:
         radius = _SIZE_RADIUS[obj.size] * cell / 2
@@ -347,18 +353,19 @@ _CELL_PHRASES: dict[tuple[int, int], tuple[str, ...]] = {
 }
 _ROW_PHRASES = (
     ("along the top", "in a row along the top"),
-    ("in a row across the middle", "lined up across the middle"),
+    ("in a row across the middle", "in a line across the middle"),
     ("along the bottom", "in a row near the bottom"),
 )
 _COLUMN_PHRASES = (
     ("down the left side", "in a column on the left"),
-    ("in a column down the middle", "stacked down the middle"),
+    ("in a column down the middle", "in a vertical line through the middle"),
     ("down the right side", "in a column on the right"),
 )
 _SCATTERED_PHRASES = (
-    "scattered around the picture",
-    "spread over the image",
+    "around the picture",
     "in different parts of the frame",
+    "at various spots in the image",
+    "here and there in the image",
 )
 _COUNT_WORDS = {
     1: ("a", "one", "a single"),
@@ -479,7 +486,9 @@ _STRUCTURES: tuple[Callable[[_Parts, np.random.Generator], list[str]], ...] = (
                   _pick(r, ("picture", "drawing", "illustration")),
                   _pick(r, ("of", "showing", "with")), p.noun_phrase, p.position,
                   _opt(p.background, "on {}")],
-    lambda p, r: [p.noun_phrase, p.be, _pick(r, ("drawn", "placed", "shown")), p.position,
+    lambda p, r: [p.noun_phrase, p.be,
+                  _pick(r, ("drawn", "placed", "shown") if p.position else ("drawn", "shown")),
+                  p.position,
                   _opt(p.background, "on a {} background")],
     lambda p, r: ["this", _pick(r, ("image", "picture")), _pick(r, ("shows", "contains")),
                   p.noun_phrase, p.position, _opt(p.background, "against a {} backdrop")],
@@ -492,7 +501,7 @@ _STRUCTURES: tuple[Callable[[_Parts, np.random.Generator], list[str]], ...] = (
     lambda p, r: [_pick(r, ("close-up of", "a close view of")), p.noun_phrase, p.position,
                   _opt(p.background, "on {}")],
     lambda p, r: [p.noun_phrase, p.position + ("," if p.position else ""),
-                  _pick(r, ("with nothing else in the picture", "and nothing else in view"))],
+                  _pick(r, ("with nothing else around", "and nothing else in view"))],
     lambda p, r: ["an", _pick(r, ("image", "illustration")), "of", p.noun_phrase,
                   _opt(p.position, "sitting {}"), _opt(p.background, "over a {} background")],
 )  # fmt: skip
@@ -511,7 +520,7 @@ def _fallback_caption(scene: Scene, variant: int) -> str:
         "in this simple picture",
         "in this plain image",
         "shown in this small drawing",
-        "drawn in this little image",
+        "drawn in this simple image",
         "visible in this simple picture",
     )
     return _sentence(["there", "is" if n == 1 else "are", noun, place[variant % len(place)]])

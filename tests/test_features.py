@@ -11,7 +11,9 @@ from tpccma_lib.models import ModelConfig, create_model
 
 @pytest.fixture(scope="module")
 def tiny():
-    return make_captioned_shapes("test", 6, image_size=64, seed=1), create_model(ModelConfig(embed_dim=16))
+    return make_captioned_shapes("test", 6, image_size=64, seed=1), create_model(
+        ModelConfig(embed_dim=16)
+    )
 
 
 def test_cache_is_reused_and_matches_direct_computation(tiny, tmp_path):

@@ -391,7 +391,7 @@ class CMAOutput(NamedTuple):
 
     def as_floats(self) -> dict[str, float]:
         """``{"total": ..., "centroid": ..., "distribution": ...}`` as Python floats."""
-        return {name: float(value) for name, value in self._asdict().items()}
+        return {name: float(value.detach()) for name, value in self._asdict().items()}
 
 
 class CMALoss(nn.Module):

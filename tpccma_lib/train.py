@@ -64,6 +64,9 @@ class TrainConfig:
     conflict_rule: str = "pcgrad"  # "pcgrad" (project conflicting part) or "scale" (temper alpha)
     measure_every: int = 1  # measure the gradient cosine every k steps
     max_norm_ratio: float = 1.0  # cap on ||alpha grad L_CMA|| / ||grad L_clip||
+    conflict_threshold: float = 0.0  # gradient cosine below which the two objectives conflict
+    recovery: float = 1.05  # "scale" rule: per-measurement recovery of the tempering factor
+    conflict_shrink: float = 0.5  # "scale" rule: tempering factor multiplier on a conflict
     centroid_weight: float = 1.0  # lambda_c of the centroid term of L_CMA
     distribution_weight: float = 1.0  # lambda_d of the distribution term of L_CMA
     distribution_term: str = "mmd"  # "mmd", "coral" or "bures"
@@ -99,6 +102,9 @@ class TrainConfig:
                 rule=self.conflict_rule,
                 measure_every=self.measure_every,
                 max_norm_ratio=self.max_norm_ratio,
+                conflict_threshold=self.conflict_threshold,
+                recovery=self.recovery,
+                conflict_shrink=self.conflict_shrink,
             )
         except ValueError as exc:
             raise TrainError(str(exc)) from exc
@@ -227,13 +233,6 @@ def _allreduce_mean(
             dist.all_reduce(g)
             g.div_(world)
     return out
-
-
-def _flat_cos_ratio(a: list[torch.Tensor], b: list[torch.Tensor]) -> tuple[float, float]:
-    dot = sum(float((x * y).sum()) for x, y in zip(a, b, strict=True))
-    na = math.sqrt(sum(float((x * x).sum()) for x in a))
-    nb = math.sqrt(sum(float((y * y).sum()) for y in b))
-    return (dot / (na * nb) if na > 0 and nb > 0 else 0.0), (nb / na if na > 0 else 0.0)
 
 
 @dataclass
@@ -424,7 +423,7 @@ def train(
                 grads = _allreduce_mean(list(g), params)
                 telemetry = {"effective_alpha": a_eff}
             record.update(
-                loss_cma=float(cma.total),
+                loss_cma=float(cma.total.detach()),
                 cma_centroid=float(cma.centroid),
                 cma_distribution=float(cma.distribution),
             )
@@ -445,9 +444,9 @@ def train(
             with torch.no_grad():
                 batch_gap = float((img_emb.float().mean(0) - txt_emb.float().mean(0)).norm())
             record.update(
-                loss_clip=float(l_clip),
+                loss_clip=float(l_clip.detach()),
                 batch_gap=batch_gap,
-                logit_scale=float(model.logit_scale()),
+                logit_scale=float(model.logit_scale().detach()),
                 **{
                     k: (float(v) if isinstance(v, (int, float, bool, torch.Tensor)) else v)
                     for k, v in telemetry.items()
@@ -466,7 +465,7 @@ def train(
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
             bar.set_postfix(
-                loss=f"{float(l_clip):.3f}", alpha=f"{alpha:.3f}", gap=f"{batch_gap:.3f}"
+                loss=f"{float(l_clip.detach()):.3f}", alpha=f"{alpha:.3f}", gap=f"{batch_gap:.3f}"
             )
         if done % cfg.checkpoint_every == 0 or done == end_step:
             write_checkpoint(done)

@@ -1,0 +1,452 @@
+"""Text-only captioning (DeCap / CapDec style): a decoder that never sees an image in training.
+
+Training: a small transformer decoder learns ``text embedding of a caption -> that caption``
+on captions alone. Inference: it is fed *image* embeddings. It can only work to the extent
+that images land where their captions do, so caption quality (CIDEr) measures how well the
+shared space is aligned: a large modality gap puts images out of the decoder's training
+distribution.
+
+Model (:class:`CaptionDecoderConfig`): the embedding ``e`` (D,) is L2-normalised and mapped by
+one linear layer to ``prefix_length`` tokens of width ``d_model``; a GPT-style stack
+(``n_layers`` pre-norm layers, ``n_heads`` heads, causal mask, learned positions) reads
+``[prefix, <bos>, w_1 .. w_n]`` and predicts ``w_1 .. w_n, <eos>`` (teacher forcing,
+cross-entropy). Words: a vocabulary of the training captions' tokens
+(:func:`~tpccma_lib.evaluation.caption_metrics.simple_tokenize`, so generated captions are
+already in the tokenised form the metrics use) plus ``<pad> <bos> <eos> <unk>``.
+
+Noise (CapDec): during training the input is ``normalize(e + noise_std * z)``, ``z ~ N(0, I_D)``.
+``noise_std`` is *per dimension*: the noise vector has norm about ``noise_std * sqrt(D)``
+(0.05 -> ~0.8 at D = 256, against the embedding's norm 1), which makes the decoder robust to
+inputs near, but not on, the text manifold — where images sit after a gap-closing fix.
+CapDec's published setting, variance 0.016 on CLIP ViT-B/32 (std ~0.13), is a stronger
+choice; 0.0 disables noise.
+
+Decoding: greedy, batched, at most ``max_len`` words; ``<pad> <bos> <unk>`` are never emitted
+and ``<eos>`` not as the first word, so every caption has at least one word.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.evaluation.caption_metrics import score_captions, simple_tokenize
+from tpccma_lib.evaluation.records import make_row
+
+__all__ = [
+    "CaptionDecoderConfig",
+    "CaptioningError",
+    "TextDecoder",
+    "Vocabulary",
+    "caption_images",
+    "captioning_rows",
+    "captioning_scores",
+    "train_text_decoder",
+]
+
+PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
+_FORMAT = "tpccma-caption-decoder-v1"
+
+
+class CaptioningError(ValueError):
+    """Raised for inputs the captioning decoder cannot use; the message says the fix."""
+
+
+@dataclass(frozen=True)
+class CaptionDecoderConfig:
+    """Settings of the text-only caption decoder and its training."""
+
+    d_model: int = 128  # width of the transformer
+    n_layers: int = 2  # decoder layers (self-attention + MLP, pre-norm)
+    n_heads: int = 4  # attention heads; must divide d_model
+    ff_mult: int = 4  # MLP hidden width = ff_mult * d_model
+    prefix_length: int = 4  # tokens the embedding is mapped to (linear D -> k * d_model)
+    max_tokens: int = 24  # captions are cut to this many words in training; generation limit
+    dropout: float = 0.1  # dropout in attention and MLP
+    noise_std: float = 0.05  # CapDec noise, per-dimension std added to the input embedding
+    min_count: int = 1  # words seen fewer times in training captions become <unk>
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 64  # captions per step
+    lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10 %)
+    warmup_steps: int = 50  # steps of linear warm-up
+    weight_decay: float = 0.01  # AdamW weight decay
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise CaptioningError(f"n_heads = {self.n_heads} must divide d_model = {self.d_model}.")
+        for name in ("d_model", "n_layers", "prefix_length", "max_tokens", "steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise CaptioningError(f"CaptionDecoderConfig.{name} must be >= 1.")
+        if self.noise_std < 0:
+            raise CaptioningError(f"noise_std must be >= 0, got {self.noise_std}.")
+
+
+# ---------------------------------------------------------------------------- vocabulary
+@dataclass(frozen=True)
+class Vocabulary:
+    """Word <-> id map; ids 0..3 are ``<pad> <bos> <eos> <unk>``."""
+
+    tokens: tuple[str, ...]
+    index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if tuple(self.tokens[:4]) != (PAD, BOS, EOS, UNK):
+            raise CaptioningError("a Vocabulary must start with <pad> <bos> <eos> <unk>.")
+        object.__setattr__(self, "index", {tok: i for i, tok in enumerate(self.tokens)})
+
+    @classmethod
+    def build(cls, captions: Sequence[str], min_count: int = 1) -> Vocabulary:
+        """Words of the tokenised captions seen at least ``min_count`` times, by frequency."""
+        counts = Counter(w for c in captions for w in simple_tokenize(c).split())
+        words = sorted(
+            (w for w, n in counts.items() if n >= min_count), key=lambda w: (-counts[w], w)
+        )
+        return cls((PAD, BOS, EOS, UNK, *words))
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def encode(self, caption: str, max_tokens: int) -> list[int]:
+        """Caption -> word ids (at most ``max_tokens``, then ``<eos>``)."""
+        unk = self.index[UNK]
+        ids = [self.index.get(w, unk) for w in simple_tokenize(caption).split()]
+        return [*ids[:max_tokens], self.index[EOS]]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Word ids -> caption, stopping at the first ``<eos>``; special tokens dropped."""
+        words = []
+        for i in ids:
+            if i == self.index[EOS]:
+                break
+            if i >= 4:
+                words.append(self.tokens[i])
+        return " ".join(words)
+
+
+# ---------------------------------------------------------------------------- network
+class _PrefixDecoder(nn.Module):
+    """Linear prefix + causal transformer + tied-free output head."""
+
+    def __init__(self, embedding_dim: int, vocab_size: int, cfg: CaptionDecoderConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.prefix = nn.Linear(embedding_dim, cfg.prefix_length * cfg.d_model)
+        self.token_embedding = nn.Embedding(vocab_size, cfg.d_model)
+        self.position = nn.Parameter(
+            torch.zeros(cfg.prefix_length + cfg.max_tokens + 1, cfg.d_model)
+        )
+        nn.init.normal_(self.position, std=0.02)
+        layer = nn.TransformerEncoderLayer(
+            cfg.d_model,
+            cfg.n_heads,
+            dim_feedforward=cfg.ff_mult * cfg.d_model,
+            dropout=cfg.dropout,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
+        )
+        self.blocks = nn.TransformerEncoder(
+            layer, cfg.n_layers, norm=nn.LayerNorm(cfg.d_model), enable_nested_tensor=False
+        )
+        self.head = nn.Linear(cfg.d_model, vocab_size)
+
+    def forward(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """embeddings (B, D) unit rows, tokens (B, L) starting with <bos> -> logits (B, L, V)."""
+        batch, length = tokens.shape
+        k = self.cfg.prefix_length
+        prefix = self.prefix(embeddings).view(batch, k, self.cfg.d_model)  # (B, k, d)
+        x = torch.cat([prefix, self.token_embedding(tokens)], dim=1)  # (B, k + L, d)
+        x = x + self.position[: k + length]
+        mask = nn.Transformer.generate_square_subsequent_mask(k + length, device=x.device)
+        x = self.blocks(x, mask=mask, is_causal=True)
+        return self.head(x[:, k:])  # (B, L, V): position j predicts token j + 1
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+
+
+# ---------------------------------------------------------------------------- decoder
+class TextDecoder:
+    """A trained caption decoder: network, vocabulary, settings and training record.
+
+    Attributes:
+        network: the PyTorch module.
+        vocab: its :class:`Vocabulary`.
+        config: the :class:`CaptionDecoderConfig` it was trained with.
+        embedding_dim: D of the embeddings it reads.
+        loss_history: training loss (mean token cross-entropy, nats) of every step.
+        seed: training seed.
+    """
+
+    def __init__(
+        self,
+        network: _PrefixDecoder,
+        vocab: Vocabulary,
+        config: CaptionDecoderConfig,
+        embedding_dim: int,
+        loss_history: Sequence[float] = (),
+        seed: int | None = None,
+    ) -> None:
+        self.network, self.vocab, self.config = network, vocab, config
+        self.embedding_dim = int(embedding_dim)
+        self.loss_history = [float(v) for v in loss_history]
+        self.seed = seed
+
+    def __repr__(self) -> str:
+        return (
+            f"TextDecoder(D={self.embedding_dim}, vocab={len(self.vocab)}, "
+            f"steps={len(self.loss_history)}, config={self.config})"
+        )
+
+    def _inputs(self, embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
+        device = next(self.network.parameters()).device
+        x = torch.as_tensor(np.asarray(embeddings), dtype=torch.float32, device=device)
+        if x.ndim != 2 or x.shape[1] != self.embedding_dim:
+            raise CaptioningError(
+                f"the decoder reads (M, {self.embedding_dim}) embeddings; got {tuple(x.shape)}. "
+                "Use embeddings from the model (and space) the decoder was trained on."
+            )
+        return _normalize(x)
+
+    @torch.no_grad()
+    def generate(
+        self, embeddings: np.ndarray, max_len: int = 20, batch_size: int = 256
+    ) -> list[str]:
+        """Greedy captions of (M, D) embeddings (L2-normalised here) -> M strings."""
+        if not 1 <= max_len <= self.config.max_tokens:
+            raise CaptioningError(
+                f"max_len must lie in [1, {self.config.max_tokens}] (the decoder's max_tokens); "
+                f"got {max_len}."
+            )
+        inputs = self._inputs(embeddings)
+        was_training = self.network.training
+        self.network.eval()
+        banned = torch.tensor([self.vocab.index[t] for t in (PAD, BOS, UNK)])
+        eos = self.vocab.index[EOS]
+        captions: list[str] = []
+        for start in range(0, inputs.shape[0], batch_size):
+            block = inputs[start : start + batch_size]
+            tokens = torch.full((block.shape[0], 1), self.vocab.index[BOS], device=block.device)
+            done = torch.zeros(block.shape[0], dtype=torch.bool, device=block.device)
+            for step in range(max_len):
+                logits = self.network(block, tokens)[:, -1]  # (B, V)
+                logits[:, banned] = -torch.inf
+                if step == 0:
+                    logits[:, eos] = -torch.inf
+                next_token = logits.argmax(dim=-1).masked_fill(done, eos)
+                tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+                done |= next_token == eos
+                if done.all():
+                    break
+            captions += [self.vocab.decode(row[1:].tolist()) for row in tokens.cpu()]
+        self.network.train(was_training)
+        return captions
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write settings, vocabulary, weights and loss history atomically (tmp + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": _FORMAT,
+            "config": dataclasses.asdict(self.config),
+            "embedding_dim": self.embedding_dim,
+            "vocab": list(self.vocab.tokens),
+            "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
+            "loss_history": self.loss_history,
+            "seed": self.seed,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], map_location: str = "cpu") -> TextDecoder:
+        """Read a file written by :meth:`save`."""
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(
+                f"No caption decoder at {path}; train one with train_text_decoder(...).save()."
+            )
+        state = torch.load(path, map_location=map_location, weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != _FORMAT:
+            raise CaptioningError(f"{path} is not a caption decoder file written by TextDecoder.")
+        config = CaptionDecoderConfig(**state["config"])
+        vocab = Vocabulary(tuple(state["vocab"]))
+        network = _PrefixDecoder(state["embedding_dim"], len(vocab), config)
+        network.load_state_dict(state["state_dict"])
+        network.eval()
+        return cls(
+            network, vocab, config, state["embedding_dim"], state["loss_history"], state["seed"]
+        )
+
+
+# ---------------------------------------------------------------------------- training
+def _batch_tokens(ids: list[list[int]], bos: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word-id lists (each ending in <eos>) -> inputs [<bos>, w..] and targets [w.., <eos>].
+
+    Both (B, L) with L the longest list; padding is id 0 in inputs and -100 (ignored) in
+    targets.
+    """
+    length = max(len(x) for x in ids)
+    inputs = torch.zeros(len(ids), length, dtype=torch.long)
+    targets = torch.full((len(ids), length), -100, dtype=torch.long)
+    for row, seq in enumerate(ids):
+        inputs[row, : len(seq)] = torch.tensor([bos, *seq[:-1]])
+        targets[row, : len(seq)] = torch.tensor(seq)
+    return inputs, targets
+
+
+def _lr_factor(step: int, cfg: CaptionDecoderConfig) -> float:
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def train_text_decoder(
+    text_embeddings: np.ndarray,
+    captions: Sequence[str],
+    cfg: CaptionDecoderConfig | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    device: str | torch.device = "cpu",
+) -> TextDecoder:
+    """Train a caption decoder on text only: embedding of caption ``i`` -> caption ``i``.
+
+    Args:
+        text_embeddings: (N, D) embeddings of the captions (row ``i`` encodes ``captions[i]``).
+        captions: the N caption strings.
+        cfg: settings (default :class:`CaptionDecoderConfig`()).
+        seed: seeds initialisation, batch order, noise and dropout (global RNGs untouched).
+        progress: show a tqdm bar.
+        device: where to train (``"cpu"`` or e.g. ``"cuda"``).
+
+    Returns:
+        the trained :class:`TextDecoder` (in eval mode, with ``loss_history``).
+    """
+    cfg = cfg or CaptionDecoderConfig()
+    embeddings = np.asarray(text_embeddings, dtype=np.float32)
+    if embeddings.ndim != 2 or embeddings.shape[0] != len(captions):
+        raise CaptioningError(
+            f"text_embeddings {embeddings.shape} must be (N, D) with one row per caption "
+            f"({len(captions)} captions)."
+        )
+    if len(captions) == 0:
+        raise CaptioningError("No training captions: give the captions of the training split.")
+    vocab = Vocabulary.build(captions, cfg.min_count)
+    encoded = [vocab.encode(c, cfg.max_tokens) for c in captions]
+    if all(len(x) == 1 for x in encoded):
+        raise CaptioningError("Every training caption is empty after tokenisation.")
+    rng = np.random.default_rng(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        network = _PrefixDecoder(embeddings.shape[1], len(vocab), cfg).to(device)
+        optimizer = torch.optim.AdamW(
+            network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
+        all_inputs = torch.from_numpy(embeddings).to(device)
+        network.train()
+        history: list[float] = []
+        order = np.empty(0, dtype=np.int64)
+        bar = tqdm(range(cfg.steps), desc="caption decoder", disable=not progress, leave=False)
+        for step in bar:
+            if order.size < cfg.batch_size:  # next epoch: fresh permutation
+                order = np.concatenate([order, rng.permutation(len(captions))])
+            batch, order = order[: cfg.batch_size], order[cfg.batch_size :]
+            inputs, targets = _batch_tokens([encoded[i] for i in batch], vocab.index[BOS])
+            x = _normalize(all_inputs[torch.from_numpy(batch).to(device)])
+            if cfg.noise_std > 0:
+                x = _normalize(x + cfg.noise_std * torch.randn_like(x))
+            logits = network(x, inputs.to(device))  # (B, L, V)
+            loss = nn.functional.cross_entropy(
+                logits.reshape(-1, len(vocab)), targets.to(device).reshape(-1), ignore_index=-100
+            )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
+            optimizer.step()
+            schedule.step()
+            history.append(float(loss.detach()))
+            if step % 20 == 0:
+                bar.set_postfix(loss=f"{history[-1]:.3f}")
+        bar.close()
+    network.eval()
+    return TextDecoder(network, vocab, cfg, embeddings.shape[1], history, seed)
+
+
+# ---------------------------------------------------------------------------- evaluation
+def caption_images(
+    decoder: TextDecoder,
+    emb: Embeddings,
+    captions: Sequence[Sequence[str]],
+    max_len: int = 20,
+) -> tuple[dict[int, str], dict[int, list[str]]]:
+    """Caption every image of ``emb`` that has references.
+
+    Args:
+        decoder: a trained :class:`TextDecoder`.
+        emb: the (possibly post-hoc fixed) embeddings; their images are captioned.
+        captions: ``captions[i]`` = reference captions of image ``i`` (same order as
+            ``emb.image``); images with none are skipped.
+        max_len: longest generated caption, in words.
+
+    Returns:
+        (candidates ``{image index: caption}``, references ``{image index: [captions]}``).
+    """
+    if len(captions) != emb.n_images:
+        raise CaptioningError(
+            f"{len(captions)} reference lists for {emb.n_images} images: give captions[i] for "
+            "every image i of emb, in the same order."
+        )
+    index = [i for i, refs in enumerate(captions) if len(refs) > 0]
+    if not index:
+        raise CaptioningError("No image has reference captions; nothing to score.")
+    generated = decoder.generate(emb.image[index], max_len=max_len)
+    return dict(zip(index, generated, strict=True)), {i: list(captions[i]) for i in index}
+
+
+def captioning_scores(
+    decoder: TextDecoder,
+    emb: Embeddings,
+    captions: Sequence[Sequence[str]],
+    metrics: Sequence[str] = ("CIDEr", "BLEU-4", "ROUGE-L"),
+    meteor: bool = False,
+    max_len: int = 20,
+) -> dict[str, float]:
+    """Caption the images of ``emb`` and score them against their references."""
+    candidates, references = caption_images(decoder, emb, captions, max_len)
+    return score_captions(candidates, references, metrics=metrics, meteor=meteor)
+
+
+def captioning_rows(
+    decoder: TextDecoder,
+    emb: Embeddings,
+    captions: Sequence[Sequence[str]],
+    metrics: Sequence[str] = ("CIDEr", "BLEU-4", "ROUGE-L"),
+    meteor: bool = False,
+    max_len: int = 20,
+) -> list[dict[str, Any]]:
+    """Rows (task ``"captioning"``): one per metric, with ``n_images`` captioned."""
+    candidates, references = caption_images(decoder, emb, captions, max_len)
+    scores = score_captions(candidates, references, metrics=metrics, meteor=meteor)
+    return [
+        make_row(emb, "captioning", metric, value, n_images=len(candidates))
+        for metric, value in scores.items()
+    ]

@@ -223,6 +223,7 @@ def test_training_loss_decreases_and_generate_returns_captions(corpus) -> None:
     assert all(isinstance(c, str) and 1 <= len(c.split()) <= 8 for c in generated)
     assert all(w in decoder.vocab.index for c in generated for w in c.split())
     assert not any(w.startswith("<") for c in generated for w in c.split())
+    assert all(len(c.split()) <= TINY.max_tokens for c in decoder.generate(embeddings[:3], 50))
 
 
 def test_training_is_deterministic_and_leaves_global_rng_alone(corpus) -> None:
@@ -290,6 +291,7 @@ def test_captioning_rows_score_image_captions(overfitted) -> None:
     emb = Embeddings.from_arrays(
         np.concatenate([embeddings, embeddings[:1]]),
         embeddings,
+        text_to_image=np.arange(6),
         meta={"dataset": "toy", "posthoc": "identity"},
     )
     references = [[c, "something else entirely here"] for c in captions] + [[]]
@@ -308,7 +310,7 @@ def test_decoder_errors(overfitted) -> None:
     with pytest.raises(CaptioningError, match="reads"):
         decoder.generate(np.ones((2, 5)))
     with pytest.raises(CaptioningError, match="max_len"):
-        decoder.generate(embeddings, max_len=100)
+        decoder.generate(embeddings, max_len=0)
     emb = Embeddings.from_arrays(embeddings, embeddings)
     with pytest.raises(CaptioningError, match="reference lists"):
         caption_images(decoder, emb, [["a"]])

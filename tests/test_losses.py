@@ -350,7 +350,7 @@ def test_bf16_autocast_is_finite_float32_and_close(term: str) -> None:
     assert dtype_32 == torch.float32 and dtype_16 == torch.bfloat16  # autocast did act
     for low, full in ((cma_16, cma_32), (clip_16, clip_32)):
         assert low.dtype == torch.float32 and torch.isfinite(low)
-        assert float(low) == pytest.approx(float(full), rel=0.05, abs=1e-3)
+        assert float(low.detach()) == pytest.approx(float(full.detach()), rel=0.05, abs=1e-3)
 
 
 # ---------------------------------------------------------------- objective and errors

@@ -256,9 +256,9 @@ SHIFT_MODES = ("both", "text_to_image", "image_to_text")
 
 @dataclass(repr=False, eq=False)
 class Shift(PosthocMethod):
-    """Liang et al. (2022) gap shift by a fraction of the centroid offset ``delta = mu_img - mu_txt``.
+    """Liang et al. (2022) shift by a fraction of the centroid offset ``delta = mu_img - mu_txt``.
 
-    mode="both":          image' = image - fraction * delta / 2,  text' = text + fraction * delta / 2
+    mode="both":          image' = image - fraction * delta / 2, text' = text + fraction * delta / 2
     mode="text_to_image": text' = text + fraction * delta        (images unchanged)
     mode="image_to_text": image' = image - fraction * delta      (texts unchanged)
 
@@ -288,9 +288,10 @@ class Shift(PosthocMethod):
 
 @dataclass(repr=False, eq=False)
 class ReAlign(PosthocMethod):
-    """ReAlign-style text alignment: ``t' = (t - mu_txt) * s + mu_img``, s = sqrt(tr S_img / tr S_txt).
+    """ReAlign-style text alignment: ``t' = (t - mu_txt) * s + mu_img``.
 
-    Text gets the image mean and the image total variance (spread); images are unchanged.
+    s = sqrt(tr S_img / tr S_txt): text gets the image mean and the image total variance
+    (spread), its shape is kept; images are unchanged.
     """
 
     name: ClassVar[str] = "realign"
@@ -413,7 +414,7 @@ POSTHOC_METHODS: dict[str, type[PosthocMethod]] = {
 
 
 def make_posthoc(name: str, **params: Any) -> PosthocMethod:
-    """An unfitted post-hoc method by registry name, e.g. ``make_posthoc("shift", fraction=0.5)``."""
+    """An unfitted post-hoc method by registry name: ``make_posthoc("shift", fraction=0.5)``."""
     if name not in POSTHOC_METHODS:
         raise PosthocError(
             f"unknown post-hoc method {name!r}; choose one of {sorted(POSTHOC_METHODS)}."

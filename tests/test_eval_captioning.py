@@ -318,3 +318,6 @@ def test_decoder_errors(overfitted) -> None:
         CaptionDecoderConfig(d_model=30, n_heads=4)
     with pytest.raises(CaptioningError, match="one row per caption"):
         train_text_decoder(embeddings, captions[:2], TINY, progress=False)
+    rare = CaptionDecoderConfig(**{**TINY.__dict__, "min_count": 1000})
+    with pytest.raises(CaptioningError, match="lower min_count"):
+        train_text_decoder(embeddings, captions, rare, progress=False)

@@ -459,3 +459,14 @@ def test_result_records(rng):
     assert nested.as_row()["posthoc.params.f"] == 1
     with pytest.raises(AttributeError):
         result.centroid_gap = 0.0  # frozen
+
+
+def test_degenerate_clouds(rng):
+    point_a, point_b = np.zeros((4, 3)), np.ones((5, 3))
+    assert relative_gap(point_a, point_b) == math.inf  # zero spread, non-zero gap
+    assert math.isnan(relative_gap(point_a, point_a))
+    assert distribution_gap(point_a, point_b) == 0.0
+    with pytest.raises(GeometryError, match="explicit bandwidth"):
+        median_heuristic_bandwidth(point_a, point_a)
+    with pytest.raises(GeometryError, match="NaN or inf"):
+        median_heuristic_bandwidth(point_a, np.full((4, 3), np.nan))

@@ -208,6 +208,17 @@ def test_mmd_gradcheck_fixed_bandwidths(unbiased: bool) -> None:
     )
 
 
+def test_mmd_gradcheck_when_only_one_sample_needs_gradients() -> None:
+    x, y = _gaussian(6, 3, 51), _gaussian(5, 3, 52, shift=0.4)
+    bandwidths = [0.7, 1.3]
+    assert torch.autograd.gradcheck(
+        lambda a: mmd_squared(a, y, bandwidths), (x.clone().requires_grad_(),)
+    )
+    assert torch.autograd.gradcheck(
+        lambda b: mmd_squared(x, b, bandwidths), (y.clone().requires_grad_(),)
+    )
+
+
 def test_mmd_median_gradient_treats_bandwidth_as_constant() -> None:
     x = _gaussian(6, 3, 22).requires_grad_()
     y = _gaussian(6, 3, 23, shift=0.3)

@@ -196,7 +196,7 @@ def test_no_method_reads_labels(rng, name):
 
 
 def test_fixes_reduce_the_gap_they_target(rng):
-    emb = make_split(rng, n_img=200).normalized()
+    emb = make_split(rng, n_img=120).normalized()
     before = decompose(emb)
     for name in ("mean_center", "shift", "realign"):
         after = decompose(make_posthoc(name).fit_transform(emb))

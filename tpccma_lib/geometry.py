@@ -212,10 +212,11 @@ def modality_moments(
         block -= block_mean
         delta = block_mean - mean
         weight = count * n_block / (count + n_block)
-        scatter_diag += np.einsum("ij,ij->j", block, block) + weight * delta**2
         if scatter is not None:
             scatter += block.T @ block
             scatter += weight * np.outer(delta, delta)
+        else:
+            scatter_diag += np.einsum("ij,ij->j", block, block) + weight * delta**2
         mean += delta * (n_block / (count + n_block))
         count += n_block
     divisor = count - ddof
@@ -223,6 +224,7 @@ def modality_moments(
     if scatter is not None:
         cov = scatter / divisor
         cov = 0.5 * (cov + cov.T)
+        scatter_diag = np.diag(scatter).copy()
     return ModalityMoments(
         n=count,
         mean=mean,
@@ -372,7 +374,13 @@ def frechet_distance(
 def distribution_gap(
     x: np.ndarray, y: np.ndarray, *, block_rows: int = DEFAULT_BLOCK_ROWS
 ) -> float:
-    """Bures distance between the ML covariances of ``x`` (N_x, D) and ``y`` (N_y, D)."""
+    """Bures distance between the ML covariances of ``x`` (N_x, D) and ``y`` (N_y, D).
+
+    Finite-sample bias: sample covariances are noisy when N is not much larger than D, and the
+    Bures distance between them is biased upward (two samples of one distribution do not give
+    0). On the synthetic benchmark (D = 512) the same pair of distributions gives 0.44 at
+    N = 1e3, 0.14 at 1e4, 0.045 at 1e5, 0.018 at 1e6: compare distribution gaps at equal N.
+    """
     x, y = _check_pair(x, y)
     _, cov_x = mean_and_covariance(x, block_rows=block_rows)
     _, cov_y = mean_and_covariance(y, block_rows=block_rows)
@@ -464,7 +472,8 @@ class MMDEstimate:
             quadratic estimator, whose error is not estimated here).
         hoeffding_bound: half-width t with P(|value - MMD^2| >= t) <= 1 - confidence, from
             Hoeffding's inequality for the bounded terms h in [-2, 2]:
-            t = sqrt(8 ln(2 / delta) / n_terms); NaN for the quadratic estimator.
+            t = sqrt(8 ln(2 / delta) / n_terms), delta = 1 - confidence; NaN for the
+            quadratic estimator.
         n_terms: independent terms averaged (linear) or samples used (quadratic, min(N_x, N_y)).
         bandwidth: RBF bandwidth sigma, k(a, b) = exp(-||a - b||^2 / (2 sigma^2)).
         estimator: "unbiased-quadratic" or "linear-time".
@@ -844,14 +853,16 @@ def decompose(
             unbiased U-statistic on all rows; otherwise the linear-time estimator on all rows.
         bandwidth_max_samples: pooled rows for the median-heuristic bandwidth.
         separability_max_samples: rows per modality for the logistic-regression probe.
-        normalize: L2-normalise rows first. When False and rows are not unit-norm, the metrics
-            are computed as given and an :class:`UnnormalizedInputWarning` is issued.
+        normalize: L2-normalise rows first (on a normalised copy of the data). When False and
+            rows are not unit-norm, the metrics are computed as given and an
+            :class:`UnnormalizedInputWarning` is issued.
         confidence: level of the linear-time MMD Hoeffding bound.
         block_rows: rows per float64 block.
         seed: seeds the linear-MMD shuffle and the separability subsample/split.
 
     Returns:
-        A :class:`GapDecomposition`; its ``meta`` is a copy of ``emb.meta``.
+        A :class:`GapDecomposition`; its ``meta`` is a copy of ``emb.meta``. The distribution
+        gap is biased upward when N is not much larger than D (see :func:`distribution_gap`).
     """
     if emb.n_images < 2 or emb.n_texts < 2:
         raise GeometryError(

@@ -40,8 +40,10 @@ distribution gap most in all 8 settings (to 0.00 of its start as free points, to
 through a linear map; MMD and CORAL left 0.29-1.47, the centroid term alone 0.85-1.59), and
 it also gave the lowest MMD^2 in 6 of 8 (MMD descent won for Gaussian clouds through a
 linear map, 0.50-0.56 against Bures' 0.98-1.17: covariance is not the whole distribution,
-which is when ``"mmd"`` is the better choice). Cost on CPU (``bench_losses.py``, a step of
-the 1280/384 -> 512 heads): Bures adds 0.3-1.5x the contrastive step, MMD 1-10x at B >= 512.
+which is when ``"mmd"`` is the better choice). Cost (``bench_losses.py``: one AdamW step of
+the embedded default's 1280/384 -> 512 heads, 1 thread on a shared 2-core CPU, noisy): on
+top of the contrastive step Bures adds 0.1-1.8x (its D^3 SVD dominates at B <= 1024),
+CORAL 0.1-0.8x, MMD 1.0-2.5x, for B = 256 ... 4096.
 
 Distributed training: :class:`ClipLoss` and :class:`CMALoss` gather every rank's features with
 autograd (:func:`tpccma_lib.distributed.gather_with_grad`), so the contrastive logits, the
@@ -307,10 +309,11 @@ def mmd_squared(
 
 class _KernelMean(torch.autograd.Function):
     """Mean of ``k(a_i, b_j) = (1/S) sum_s exp(-w_s ||a_i - b_j||^2)`` with a hand-written
-    backward: it keeps one (n, m) matrix instead of one per bandwidth and needs one matrix
-    product per input (the autograd graph of the same expression costs ~1.5x the time and
-    S+1 matrices of memory). ``b=None``: the within-sample block of ``a`` (diagonal
-    distances exactly 0; left out of the mean when ``skip_diagonal``).
+    backward: it keeps one (n, m) distance matrix instead of one kernel per bandwidth and
+    needs one matrix product per input (plain autograd on the same expression took ~2.7x as
+    long for B = 4096, D = 512 on CPU). ``b=None``: the within-sample block of ``a``
+    (diagonal distances exactly 0; left out of the mean when ``skip_diagonal``).
+    Not twice differentiable.
     """
 
     @staticmethod
@@ -321,9 +324,9 @@ class _KernelMean(torch.autograd.Function):
         if same:  # exactly symmetric with a zero diagonal (the backward relies on symmetry)
             distances = 0.5 * (distances + distances.T)
             distances.fill_diagonal_(0.0)
-        kernel = torch.zeros_like(distances)
+        kernel, buffer = torch.zeros_like(distances), torch.empty_like(distances)
         for inverse_width in inverse_widths:
-            kernel.add_(torch.exp(distances * -inverse_width))
+            kernel.add_(torch.mul(distances, -inverse_width, out=buffer).exp_())
         kernel.div_(inverse_widths.numel())
         if skip_diagonal:
             n = a.shape[0]
@@ -341,17 +344,22 @@ class _KernelMean(torch.autograd.Function):
         n, m = distances.shape
         count = n * (n - 1) if ctx.skip_diagonal else n * m
         # weights[i, j] = dL/d(distance_ij) = -grad * (1/S) sum_s w_s exp(-w_s d_ij) / count
-        weights = torch.zeros_like(distances)
+        weights, buffer = torch.zeros_like(distances), torch.empty_like(distances)
         for inverse_width in inverse_widths:
-            weights.sub_(torch.exp(distances * -inverse_width).mul_(inverse_width))
+            weights.sub_(
+                torch.mul(distances, -inverse_width, out=buffer).exp_().mul_(inverse_width)
+            )
         weights.mul_(grad_value / (inverse_widths.numel() * count))
         if ctx.same:
             weights.fill_diagonal_(0.0)
             # d = |a_i|^2 + |a_j|^2 - 2 a_i.a_j with symmetric weights: 4 (rowsum a - W a)
             grad_a = 4.0 * (weights.sum(dim=1, keepdim=True) * a - weights @ a)
             return grad_a, None, None, None
-        grad_a = 2.0 * (weights.sum(dim=1, keepdim=True) * a - weights @ other)
-        grad_b = 2.0 * (weights.sum(dim=0).unsqueeze(1) * other - weights.T @ a)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_a = 2.0 * (weights.sum(dim=1, keepdim=True) * a - weights @ other)
+        if ctx.needs_input_grad[1]:
+            grad_b = 2.0 * (weights.sum(dim=0).unsqueeze(1) * other - weights.T @ a)
         return grad_a, grad_b, None, None
 
 
@@ -436,7 +444,8 @@ class CMALoss(nn.Module):
 
     Means, kernel matrix and covariances are those of the global batch (features gathered
     with autograd under ``torch.distributed``); ``D`` sees each modality centred on its own
-    batch mean. See the module docstring for the terms, their costs and the DDP convention.
+    batch mean. Both terms are computed (and logged) even when their weight is 0. See the
+    module docstring for the terms, their costs and the DDP convention.
 
     Args:
         centroid_weight: lambda_c (>= 0).
@@ -518,11 +527,10 @@ class CMALoss(nn.Module):
         _check_count("image_features", image_all, self._min_samples(), why)
         _check_count("text_features", text_all, self._min_samples(), why)
         with _no_autocast(image_all):
-            image_mean = image_all.mean(dim=0)  # (D,)
-            text_mean = text_all.mean(dim=0)  # (D,)
-            gap = image_mean - text_mean
-            centroid = (gap * gap).sum()
-            distribution = self.distribution(image_all - image_mean, text_all - text_mean)
+            centroid = centroid_term(image_all, text_all)
+            distribution = self.distribution(
+                image_all - image_all.mean(dim=0), text_all - text_all.mean(dim=0)
+            )
             total = self.centroid_weight * centroid + self.distribution_weight * distribution
         return CMAOutput(
             total=total, centroid=centroid.detach(), distribution=distribution.detach()

@@ -29,7 +29,7 @@ DATASETS = ("shapes", "coco")
 #: Contrastive pretraining of the embedded mini-CLIP's heads (alpha = 0): CLIP's recipe on
 #: cached tower features (AdamW, lr 1e-3, weight decay 0.1, batch 256, fixed logit scale 100).
 PRETRAIN_CONFIG = TrainConfig(
-    steps=400,
+    steps=300,
     batch_size=256,
     lr=1e-3,
     weight_decay=0.1,

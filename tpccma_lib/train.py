@@ -69,7 +69,7 @@ class TrainConfig:
     conflict_shrink: float = 0.5  # "scale" rule: tempering factor multiplier on a conflict
     centroid_weight: float = 1.0  # lambda_c of the centroid term of L_CMA
     distribution_weight: float = 1.0  # lambda_d of the distribution term of L_CMA
-    distribution_term: str = "mmd"  # "mmd", "coral" or "bures"
+    distribution_term: str = "bures"  # "bures" (default, matches the Bures distribution gap), "mmd", "coral"
     checkpoint_every: int = 100  # write a resumable checkpoint every N steps (and at the end)
     log_every: int = 5  # write a metrics line every N steps
     eval_every: int = 0  # call the eval callback every N steps (0: only at the end)

@@ -1,0 +1,199 @@
+"""Evaluate a model of an :class:`~tpccma_lib.pipeline.Experiment` on every task, as rows.
+
+``evaluate_model`` is the one call behind the CLI's ``evaluate``, notebook 04 and the sweep:
+test-split embeddings -> optional post-hoc fix (fitted on another split) -> gap metrics +
+retrieval + joint clustering + zero-shot + text-only captioning, each row carrying data set,
+split, model, checkpoint, seed and post-hoc method.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.evaluation import (
+    CaptionDecoderConfig,
+    TextDecoder,
+    class_text_embeddings,
+    evaluate_embeddings,
+    make_row,
+    rows_to_frame,
+    train_text_decoder,
+)
+from tpccma_lib.features import embed_dataset
+from tpccma_lib.geometry import decompose
+from tpccma_lib.models import DualEncoder
+from tpccma_lib.posthoc import PosthocMethod, make_posthoc
+
+__all__ = [
+    "EvalConfig",
+    "GAP_METRICS",
+    "gap_rows",
+    "zero_shot_class_embeddings",
+    "fit_caption_decoder",
+    "apply_posthoc",
+    "evaluate_model",
+    "headline",
+    "base_model_summary",
+]
+
+#: Gap metrics reported as rows (task "gap"), all in embedding units except the accuracy.
+GAP_METRICS = (
+    "raw_gap",
+    "centroid_gap",
+    "distribution_gap",
+    "frechet_distance",
+    "relative_gap",
+    "mean_paired_distance",
+    "mmd2",
+    "separability_accuracy",
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What :func:`evaluate_model` runs."""
+
+    captioning: bool = True  # train the text-only decoder and score captions (the slow part)
+    decoder: CaptionDecoderConfig = field(default_factory=lambda: CaptionDecoderConfig(steps=400))
+    clustering_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # k-means seeds (ARI swings between seeds)
+    posthoc_fit_split: str = "val"  # split a post-hoc fix is fitted on (never the test split)
+    seed: int = 0  # decoder training seed
+
+
+def gap_rows(emb: Embeddings, seed: int = 0) -> list[dict[str, Any]]:
+    """Rows (task "gap") of the metrics in :data:`GAP_METRICS` from ``decompose(emb)``."""
+    d = decompose(emb, seed=seed).as_dict()
+    return [make_row(emb, "gap", m, float(d[m])) for m in GAP_METRICS]
+
+
+def zero_shot_class_embeddings(exp: Any, model: DualEncoder) -> tuple[np.ndarray, Any]:
+    """(C, D) prompt-ensemble class embeddings and the labelled data set they classify."""
+    ds = exp.zero_shot_split()
+    templates = ds.prompt_templates or ("a photo of a {}.",)
+    return class_text_embeddings(model.encode_texts, ds.class_names, templates), ds
+
+
+def fit_caption_decoder(
+    exp: Any, model: DualEncoder, cfg: EvalConfig | None = None, progress: bool = False
+) -> TextDecoder:
+    """Train the text-only caption decoder on the train split's caption embeddings."""
+    cfg = cfg or EvalConfig()
+    train_emb = exp.embeddings(model, "train")
+    texts, _ = exp.split("train").flat_captions()
+    return train_text_decoder(train_emb.text, texts, cfg.decoder, seed=cfg.seed, progress=progress)
+
+
+def apply_posthoc(
+    method: str | PosthocMethod, fit: Embeddings, *targets: Embeddings
+) -> tuple[PosthocMethod, list[Embeddings]]:
+    """Fit ``method`` on ``fit`` and apply it to each target (names its method in meta)."""
+    m = make_posthoc(method) if isinstance(method, str) else method
+    m.fit(fit)
+    return m, [m.transform(t).replace(meta={"posthoc_method": m.name}) for t in targets]
+
+
+def _label_posthoc(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    for row in rows:
+        row["posthoc"] = name
+    return rows
+
+
+def evaluate_model(
+    exp: Any,
+    model: DualEncoder,
+    *,
+    checkpoint: str | None = None,
+    posthoc: str | PosthocMethod = "identity",
+    decoder: TextDecoder | None = None,
+    cfg: EvalConfig | None = None,
+    progress: bool = False,
+    label: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Every task on the test split of ``exp`` for ``model`` -> a DataFrame of rows.
+
+    Args:
+        exp: the experiment (data + model settings).
+        model: the model to evaluate.
+        checkpoint: recorded in every row (which weights these are).
+        posthoc: a post-hoc fix fitted on ``cfg.posthoc_fit_split`` and applied to the test
+            embeddings and to the zero-shot class embeddings (they are text too).
+        decoder: a caption decoder trained for this model (trained here when None and
+            ``cfg.captioning``); pass one to reuse it across post-hoc methods.
+        label: extra columns for every row (e.g. ``{"alpha_target": 0.5}``).
+    """
+    cfg = cfg or EvalConfig()
+    meta = {"checkpoint": checkpoint or "untracked"}
+    test = exp.embeddings(model, "test", **meta)
+    class_emb, zs_set = zero_shot_class_embeddings(exp, model)
+    zs_emb = None
+    if zs_set is not exp.split("test"):  # e.g. CIFAR-10 beside COCO captions
+        zs_emb = embed_dataset(model, zs_set, meta=meta)
+    name = posthoc if isinstance(posthoc, str) else posthoc.name
+    if name != "identity":
+        fit = exp.embeddings(model, cfg.posthoc_fit_split, **meta)
+        targets = [test] if zs_emb is None else [test, zs_emb]
+        method, transformed = apply_posthoc(posthoc, fit, *targets)
+        test = transformed[0]
+        zs_emb = transformed[1] if zs_emb is not None else None
+        assert method.text_map_ is not None
+        class_emb = method.text_map_.apply(class_emb, renormalize=True, dtype=np.float32)
+    if cfg.captioning and decoder is None:
+        decoder = fit_caption_decoder(exp, model, cfg, progress=progress)
+    references = exp.split("test").captions if decoder is not None else None
+    rows = gap_rows(test, seed=cfg.seed)
+    rows += evaluate_embeddings(
+        test,
+        class_embeddings=class_emb,
+        zero_shot=zs_emb,
+        decoder=decoder,
+        references=references,
+        seeds=cfg.clustering_seeds,
+    )
+    rows = _label_posthoc(rows, name)
+    frame = rows_to_frame(rows)
+    for key, value in (label or {}).items():
+        frame[key] = value
+    return frame
+
+
+def headline(frame: pd.DataFrame) -> dict[str, float]:
+    """The numbers the paper headlines, from one model's rows: gap, accuracy, ARI, CIDEr, R@1."""
+    def pick(task: str, metric: str) -> float:
+        hit = frame[(frame.task == task) & (frame.metric == metric)]
+        return float(hit.value.iloc[0]) if len(hit) else float("nan")
+
+    return {
+        "raw_gap": pick("gap", "raw_gap"),
+        "centroid_gap": pick("gap", "centroid_gap"),
+        "distribution_gap": pick("gap", "distribution_gap"),
+        "zero_shot_accuracy": pick("zero_shot", "accuracy"),
+        "clustering_ari": pick("clustering", "ari"),
+        "modality_ari": pick("clustering", "modality_ari"),
+        "cider": pick("captioning", "CIDEr"),
+        "i2t_R@1": pick("retrieval", "i2t_R@1"),
+        "t2i_R@1": pick("retrieval", "t2i_R@1"),
+    }
+
+
+def base_model_summary(exp: Any, model: DualEncoder) -> str:
+    """A short text of the base model's numbers on the test split (for ``tpccma pretrain``)."""
+    frame = evaluate_model(exp, model, checkpoint="base", cfg=EvalConfig(captioning=False))
+    h = headline(frame)
+    n = len(exp.split("test"))
+    return "\n".join(
+        [
+            f"base model on {exp.data.label}, test split ({n} images):",
+            f"  raw modality gap       {h['raw_gap']:.3f}  (centroid {h['centroid_gap']:.3f}, "
+            f"distribution {h['distribution_gap']:.3f}; embedding units)",
+            f"  zero-shot accuracy     {h['zero_shot_accuracy']:.3f}  "
+            f"(chance {1 / len(exp.split('test').class_names):.3f})",
+            f"  retrieval R@1          image->text {h['i2t_R@1']:.3f}, text->image {h['t2i_R@1']:.3f}",
+            f"  joint k-means          ARI {h['clustering_ari']:.3f}, modality ARI "
+            f"{h['modality_ari']:.3f} (1 = clusters split by modality)",
+        ]
+    )

@@ -39,34 +39,33 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_dataclass_args(
-    parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()
-) -> None:
-    """One ``--field-name`` flag per field of dataclass ``cls`` (default: the field's)."""
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One ``--field-name`` flag per field of dataclass ``cls`` (default: the field's).
+
+    A name shared by several settings classes (``seed``, ``image_size``) is one flag that sets
+    all of them.
+    """
+    taken = {a.dest for a in parser._actions}
     group = parser.add_argument_group(cls.__name__)
     hints = typing.get_type_hints(cls)
     for f in fields(cls):
-        if f.name in skip:
+        if f.name in taken:
             continue
         tp = _arg_type(hints.get(f.name, str))
         default = f.default if f.default is not MISSING else None
-        kwargs: dict[str, Any] = {
-            "default": argparse.SUPPRESS,
-            "dest": f"{cls.__name__}.{f.name}",
-            "help": f"(default: {default})",
-        }
-        kwargs["type"] = _parse_bool if tp is bool else tp
-        group.add_argument(f"--{f.name.replace('_', '-')}", **kwargs)
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            default=argparse.SUPPRESS,
+            type=_parse_bool if tp is bool else tp,
+            help=f"(default: {default})",
+        )
 
 
-def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
-    prefix = f"{cls.__name__}."
-    given = {k[len(prefix) :]: v for k, v in vars(args).items() if k.startswith(prefix)}
-    if base is not None:
-        from dataclasses import asdict
-
-        return cls(**{**asdict(base), **given})
-    return cls(**given)
+def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
+    """Build ``cls`` from the flags given on the command line (others keep their defaults)."""
+    names = {f.name for f in fields(cls)}
+    return cls(**{k: v for k, v in vars(args).items() if k in names})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,445 @@
+"""The alpha sweep: notebooks 03 (fine-tune) and 04 (evaluate) per (alpha_target, seed).
+
+>>> alphas, seeds = parse_grid("0,0.05,0.5", "0,1")
+>>> summary = run_sweep(alphas, seeds, out_dir="runs/sweep", jobs=2)   # one row per run
+>>> rows = collect("runs/sweep")                                        # every result row
+
+Layout of ``out_dir`` (one folder per run, named like notebook 03's default run folder)::
+
+    out_dir/alpha0.05-seed1/03_curriculum_training.ipynb   executed notebook (kept, also on failure)
+    out_dir/alpha0.05-seed1/finetune/final.pt               the fine-tuned checkpoint
+    out_dir/alpha0.05-seed1/04_evaluation.ipynb             executed notebook
+    out_dir/alpha0.05-seed1/results.csv                     notebook 04's rows
+    out_dir/alpha0.05-seed1/done.json                       marker: written last, atomically
+    out_dir/summary.csv                                     one row per run (atomic write)
+
+A run whose ``done.json`` exists (with the same parameters) is skipped on a rerun; a failed run
+is recorded in the summary (status, error, executed notebook) and does not stop the others.
+Runs of one seed share a base model (pretrained on first use), so the first run of each seed
+finishes before the other runs of that seed start; everything else runs ``jobs`` at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tpccma_lib.reporting import headline
+
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "HEADLINE_COLUMNS",
+    "SweepError",
+    "RunPaths",
+    "NotebookRunner",
+    "parse_grid",
+    "run_name",
+    "run_paths",
+    "run_parameters",
+    "run_one",
+    "run_sweep",
+    "collect",
+    "summarize",
+]
+
+#: Headline metrics of the fine-tuned model, one column each in the summary.
+HEADLINE_COLUMNS = (
+    "raw_gap",
+    "centroid_gap",
+    "distribution_gap",
+    "zero_shot_accuracy",
+    "clustering_ari",
+    "cider",
+    "i2t_R@1",
+    "t2i_R@1",
+)
+
+#: Columns of ``summary.csv``.
+SUMMARY_COLUMNS = (
+    "alpha_target",
+    "seed",
+    "status",
+    *HEADLINE_COLUMNS,
+    "wall_s",
+    "error",
+    "notebook",
+    "run_dir",
+)
+
+#: Environment of every notebook kernel when runs go in parallel (one thread each).
+_SINGLE_THREAD_ENV = {
+    "TPCCMA_THREADS": "1",
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+}
+
+NotebookRunner = Callable[..., Any]
+"""``runner(name, out_path, parameters)`` executes notebook ``name`` into ``out_path``."""
+
+
+class SweepError(ValueError):
+    """A bad sweep grid or folder; the message says what was wrong and how to fix it."""
+
+
+# --------------------------------------------------------------------------- the grid
+def _items(text: str, what: str) -> list[str]:
+    if not isinstance(text, str):
+        text = ",".join(str(v) for v in text)
+    items = [item.strip() for item in text.split(",")]
+    if not text.strip():
+        raise SweepError(f"{what} is empty; give a comma-separated list, e.g. '0,0.05,0.5'.")
+    if any(item == "" for item in items):
+        raise SweepError(f"{what} {text!r} has an empty entry; remove the extra comma.")
+    return items
+
+
+def _duplicates(values: Sequence[Any], items: Sequence[str], what: str) -> None:
+    seen: dict[Any, str] = {}
+    for value, item in zip(values, items, strict=True):
+        if value in seen:
+            raise SweepError(
+                f"{what} lists {value} twice ({seen[value]!r} and {item!r}); give each value once."
+            )
+        seen[value] = item
+
+
+def parse_grid(alphas: str, seeds: str) -> tuple[list[float], list[int]]:
+    """Parse the sweep grid from comma-separated text.
+
+    Args:
+        alphas: alpha_target values, e.g. ``"0,0.05,0.5"``: numbers in [0, 1], each once.
+        seeds: seeds, e.g. ``"0,1"``: non-negative integers, each once.
+
+    Returns:
+        (alphas as floats, seeds as ints), in the order given.
+
+    Raises:
+        SweepError: an empty list or entry, a value that is not a number (an integer for
+            seeds), an alpha outside [0, 1], a negative seed, or a duplicate.
+    """
+    alpha_items = _items(alphas, "alphas")
+    alpha_values = []
+    for item in alpha_items:
+        try:
+            value = float(item)
+        except ValueError:
+            raise SweepError(f"alpha {item!r} is not a number; use e.g. 0.05.") from None
+        if not math.isfinite(value) or not 0.0 <= value <= 1.0:
+            raise SweepError(f"alpha {item!r} is outside [0, 1]; alpha_target weights L_CMA.")
+        alpha_values.append(value + 0.0)  # -0.0 -> 0.0
+    _duplicates(alpha_values, alpha_items, "alphas")
+    seed_items = _items(seeds, "seeds")
+    seed_values = []
+    for item in seed_items:
+        try:
+            value = int(item)
+        except ValueError:
+            raise SweepError(f"seed {item!r} is not an integer; use e.g. 0,1,2.") from None
+        if value < 0:
+            raise SweepError(f"seed {item!r} is negative; seeds are integers >= 0.")
+        seed_values.append(value)
+    _duplicates(seed_values, seed_items, "seeds")
+    return alpha_values, seed_values
+
+
+# --------------------------------------------------------------------------- one run
+def run_name(alpha: float, seed: int) -> str:
+    """Folder name of a run, as notebook 03 names its default run: ``alpha0.05-seed1``."""
+    return f"alpha{float(alpha)}-seed{int(seed)}"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Where one run of the sweep keeps its files."""
+
+    run_dir: Path  # out_dir / run_name(alpha, seed)
+    finetune_dir: Path  # notebook 03's out_dir (checkpoints, metrics.jsonl)
+    checkpoint: Path  # the fine-tuned model notebook 04 evaluates
+    results_csv: Path  # notebook 04's rows
+    notebook_03: Path  # executed notebook 03
+    notebook_04: Path  # executed notebook 04
+    done: Path  # marker written after notebook 04 wrote its CSV
+
+
+def run_paths(out_dir: str | os.PathLike[str], alpha: float, seed: int) -> RunPaths:
+    """The :class:`RunPaths` of run (alpha, seed) under ``out_dir`` (made absolute)."""
+    run_dir = Path(out_dir).resolve() / run_name(alpha, seed)
+    return RunPaths(
+        run_dir=run_dir,
+        finetune_dir=run_dir / "finetune",
+        checkpoint=run_dir / "finetune" / "final.pt",
+        results_csv=run_dir / "results.csv",
+        notebook_03=run_dir / "03_curriculum_training.ipynb",
+        notebook_04=run_dir / "04_evaluation.ipynb",
+        done=run_dir / "done.json",
+    )
+
+
+def run_parameters(
+    alpha: float,
+    seed: int,
+    paths: RunPaths,
+    parameters: dict[str, Any] | None = None,
+    with_posthoc: bool = False,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Papermill parameters of notebooks 03 and 04 for one run.
+
+    ``parameters`` go to both notebooks (a notebook ignores names it does not define); the
+    run's own alpha, seed and paths override them. ``with_posthoc`` makes notebook 04 also
+    evaluate the base model with every post-hoc method (the sweep asks it of the smallest
+    alpha's runs only: the base model is the same for every alpha of a seed).
+    """
+    common = {**(parameters or {}), "alpha_target": float(alpha), "seed": int(seed)}
+    params_03 = {**common, "out_dir": str(paths.finetune_dir)}
+    params_04 = {
+        **common,
+        "checkpoint": str(paths.checkpoint),
+        "results_csv": str(paths.results_csv),
+        "train_if_missing": False,
+        "include_base": bool(with_posthoc),
+        "posthoc_methods": "all" if with_posthoc else "none",
+    }
+    return params_03, params_04
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _read_done(paths: RunPaths) -> dict[str, Any] | None:
+    try:
+        return json.loads(paths.done.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _error_text(exc: BaseException, limit: int = 500) -> str:
+    """One line saying what failed: papermill's ``ename: evalue`` when it has them."""
+    ename, evalue = getattr(exc, "ename", None), getattr(exc, "evalue", None)
+    text = f"{ename}: {evalue}" if ename else f"{type(exc).__name__}: {exc}"
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _relative(path: Path, paths: RunPaths) -> str:
+    """``path`` relative to the sweep folder (``alpha0.5-seed0/04_evaluation.ipynb``)."""
+    return str(path.relative_to(paths.run_dir.parent))
+
+
+def _headline_of(results_csv: Path) -> dict[str, float]:
+    """Headline numbers of the fine-tuned model's un-fixed rows in a notebook-04 CSV."""
+    frame = pd.read_csv(results_csv)
+    if "role" in frame.columns:
+        frame = frame[frame["role"] == "finetuned"]
+    if "posthoc" in frame.columns:
+        frame = frame[frame["posthoc"].fillna("identity") == "identity"]
+    numbers = headline(frame)
+    return {column: numbers.get(column, float("nan")) for column in HEADLINE_COLUMNS}
+
+
+def run_one(
+    alpha: float,
+    seed: int,
+    out_dir: str | os.PathLike[str],
+    parameters: dict[str, Any] | None = None,
+    with_posthoc: bool = False,
+    runner: NotebookRunner | None = None,
+) -> dict[str, Any]:
+    """Run notebooks 03 and 04 for (alpha, seed) unless done before -> its summary row.
+
+    Never raises for a failing notebook: the row's ``status`` is ``"failed"`` with the error
+    and the executed notebook that holds the traceback. ``status`` is ``"done"`` for a run
+    made now and ``"skipped"`` for one finished earlier with the same parameters.
+    """
+    if runner is None:
+        from tpccma_lib.notebook_runner import run_notebook as runner
+    paths = run_paths(out_dir, alpha, seed)
+    params_03, params_04 = run_parameters(alpha, seed, paths, parameters, with_posthoc)
+    row: dict[str, Any] = {
+        "alpha_target": float(alpha),
+        "seed": int(seed),
+        "run_dir": paths.run_dir.name,
+        "error": "",
+    }
+    record = {"parameters_03": params_03, "parameters_04": params_04}
+    done = _read_done(paths)
+    if done is not None and {k: done.get(k) for k in record} == record:
+        try:
+            numbers = _headline_of(paths.results_csv)
+        except (OSError, ValueError, pd.errors.ParserError):
+            numbers = None  # the CSV went missing or bad: redo the run
+        if numbers is not None:
+            return {
+                **row,
+                "status": "skipped",
+                "wall_s": done.get("wall_s", float("nan")),
+                "notebook": _relative(paths.notebook_04, paths),
+                **numbers,
+            }
+    paths.done.unlink(missing_ok=True)  # stale or partial: redo the run
+    start = time.perf_counter()
+    notebook = paths.notebook_03
+    try:
+        paths.run_dir.mkdir(parents=True, exist_ok=True)
+        runner("03_curriculum_training", paths.notebook_03, params_03)
+        notebook = paths.notebook_04
+        runner("04_evaluation", paths.notebook_04, params_04)
+        if not paths.results_csv.exists():
+            raise SweepError(
+                f"notebook 04 finished but wrote no {paths.results_csv.name}; check its "
+                "results_csv parameter."
+            )
+        numbers = _headline_of(paths.results_csv)
+    except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the others go on
+        return {
+            **row,
+            "status": "failed",
+            "wall_s": time.perf_counter() - start,
+            "error": _error_text(exc),
+            "notebook": _relative(notebook, paths),
+        }
+    wall_s = time.perf_counter() - start
+    _write_atomic(paths.done, json.dumps({**record, "wall_s": wall_s}, indent=1, sort_keys=True))
+    return {
+        **row,
+        "status": "done",
+        "wall_s": wall_s,
+        "notebook": _relative(notebook, paths),
+        **numbers,
+    }
+
+
+# --------------------------------------------------------------------------- the sweep
+@contextmanager
+def _kernel_env(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by kernels started meanwhile); restore after."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Summary rows -> DataFrame with :data:`SUMMARY_COLUMNS`, sorted by (alpha, seed)."""
+    frame = pd.DataFrame(list(rows))
+    for column in SUMMARY_COLUMNS:
+        if column not in frame.columns:
+            frame[column] = pd.Series(dtype=object if column in ("status", "error") else float)
+    frame = frame[list(SUMMARY_COLUMNS)]
+    return frame.sort_values(["alpha_target", "seed"], kind="stable").reset_index(drop=True)
+
+
+def run_sweep(
+    alphas: Sequence[float],
+    seeds: Sequence[int],
+    out_dir: str | os.PathLike[str] = "runs/sweep",
+    jobs: int = 1,
+    parameters: dict[str, Any] | None = None,
+    runner: NotebookRunner | None = None,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Run notebooks 03 + 04 for every (alpha, seed); write and return the summary.
+
+    Args:
+        alphas: alpha_target values (see :func:`parse_grid`).
+        seeds: seeds; each is the notebooks' ``seed`` parameter.
+        out_dir: sweep folder (see the module docstring for its layout).
+        jobs: runs at a time; with more than one, every kernel gets one thread
+            (``TPCCMA_THREADS=1`` and the BLAS thread variables).
+        parameters: extra papermill parameters for every run (e.g. ``{"steps": 200}``).
+        runner: executes one notebook (default
+            :func:`tpccma_lib.notebook_runner.run_notebook`); tests pass a fake.
+        progress: print one line per finished run.
+
+    Returns:
+        the summary (:data:`SUMMARY_COLUMNS`, one row per run), also written to
+        ``out_dir/summary.csv``.
+    """
+    if jobs < 1:
+        raise SweepError(f"jobs must be >= 1, got {jobs}.")
+    if not alphas or not seeds:
+        raise SweepError("the grid is empty: give at least one alpha and one seed.")
+    ordered = sorted({float(a) for a in alphas})
+    smallest = ordered[0]
+    # Per seed: the first run (smallest alpha) pretrains the seed's base model if needed;
+    # the seed's other runs wait for it.
+    chains = {int(seed): ordered for seed in seeds}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict[str, Any]] = []
+    env = _SINGLE_THREAD_ENV if jobs > 1 else {}
+
+    def submit(pool: ThreadPoolExecutor, alpha: float, seed: int) -> Future:
+        return pool.submit(run_one, alpha, seed, out_dir, parameters, alpha == smallest, runner)
+
+    with _kernel_env(env), ThreadPoolExecutor(max_workers=jobs) as pool:
+        pending = {submit(pool, chain[0], seed): (chain[0], seed) for seed, chain in chains.items()}
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                alpha, seed = pending.pop(future)
+                try:
+                    row = future.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. out_dir not writable
+                    row = {"alpha_target": alpha, "seed": seed, "status": "failed"}
+                    row["error"] = _error_text(exc)
+                rows.append(row)
+                if progress:
+                    note = f" ({row['error']})" if row["status"] == "failed" else ""
+                    print(f"[sweep] {run_name(alpha, seed)}: {row['status']}{note}", flush=True)
+                if alpha == chains[seed][0]:
+                    for later in chains[seed][1:]:
+                        pending[submit(pool, later, seed)] = (later, seed)
+    summary = summarize(rows)
+    _write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+    return summary
+
+
+def collect(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Every result row of the finished runs under ``out_dir`` (runs without ``done.json``
+    are left out), with ``alpha_target`` and ``train_seed`` columns naming the run."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise SweepError(f"no sweep folder {out_dir}; run the sweep first (tpccma sweep).")
+    frames = []
+    for done in sorted(out_dir.glob("*/done.json")):
+        record = json.loads(done.read_text(encoding="utf-8"))
+        params = record.get("parameters_04", {})
+        csv = done.parent / "results.csv"
+        if not csv.exists():
+            continue
+        frame = pd.read_csv(csv)
+        frame["alpha_target"] = params.get("alpha_target", float("nan"))
+        frame["train_seed"] = params.get("seed", -1)
+        frame["run"] = done.parent.name
+        frames.append(frame)
+    if not frames:
+        return pd.DataFrame()
+    return pd.concat(frames, ignore_index=True)

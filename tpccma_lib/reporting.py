@@ -163,6 +163,7 @@ def evaluate_model(
 
 def headline(frame: pd.DataFrame) -> dict[str, float]:
     """The numbers the paper headlines, from one model's rows: gap, accuracy, ARI, CIDEr, R@1."""
+
     def pick(task: str, metric: str) -> float:
         hit = frame[(frame.task == task) & (frame.metric == metric)]
         return float(hit.value.iloc[0]) if len(hit) else float("nan")
@@ -174,6 +175,7 @@ def headline(frame: pd.DataFrame) -> dict[str, float]:
         "zero_shot_accuracy": pick("zero_shot", "accuracy"),
         "clustering_ari": pick("clustering", "ari"),
         "modality_ari": pick("clustering", "modality_ari"),
+        "mixed_cluster_fraction": pick("clustering", "mixed_fraction"),
         "cider": pick("captioning", "CIDEr"),
         "i2t_R@1": pick("retrieval", "i2t_R@1"),
         "t2i_R@1": pick("retrieval", "t2i_R@1"),
@@ -194,6 +196,7 @@ def base_model_summary(exp: Any, model: DualEncoder) -> str:
             f"(chance {1 / len(exp.split('test').class_names):.3f})",
             f"  retrieval R@1          image->text {h['i2t_R@1']:.3f}, text->image {h['t2i_R@1']:.3f}",
             f"  joint k-means          ARI {h['clustering_ari']:.3f}, modality ARI "
-            f"{h['modality_ari']:.3f} (1 = clusters split by modality)",
+            f"{h['modality_ari']:.3f}; {1 - h['mixed_cluster_fraction']:.0%} of clusters hold one "
+            "modality only",
         ]
     )

@@ -105,6 +105,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default=None, help="fine-tuned checkpoint (default: base model)")
     s.add_argument("--posthoc", default="identity", help="post-hoc fix applied before evaluation")
     s.add_argument("--csv", default=None, help="write rows here")
+    s.add_argument(
+        "--captioning",
+        type=_parse_bool,
+        default=True,
+        help="train the text-only caption decoder and score captions (slow part)",
+    )
+    s.add_argument("--decoder-steps", type=int, default=400, help="caption decoder training steps")
     s.add_argument("--runs", default=None)
 
     s = sub.add_parser("sweep", help="papermill alpha sweep: notebooks 03 + 04 per (alpha, seed)")
@@ -177,15 +184,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from tpccma_lib.reporting import evaluate_model
+    from dataclasses import replace
+
+    from tpccma_lib.reporting import EvalConfig, evaluate_model
 
     exp = _experiment(args)
     model = exp.load(args.checkpoint) if args.checkpoint else exp.base_model()
+    base_cfg = EvalConfig()
+    cfg = EvalConfig(
+        captioning=args.captioning, decoder=replace(base_cfg.decoder, steps=args.decoder_steps)
+    )
     frame = evaluate_model(
         exp,
         model,
         checkpoint=args.checkpoint or str(exp.base_dir / "final.pt"),
         posthoc=args.posthoc,
+        cfg=cfg,
     )
     print(frame.to_string(index=False))
     if args.csv:

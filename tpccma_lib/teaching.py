@@ -413,6 +413,10 @@ class GapExplorer:
         """Images in the view split (the largest ``n_points``)."""
         return self.view.n_images
 
+    def default_settings(self) -> ExplorerSettings:
+        """The base model (alpha 0, no post-hoc fix), drawing min(200, N_img) points."""
+        return ExplorerSettings(n_points=min(200, self.n_images))
+
     # ------------------------------------------------------------------ one state
     def moved_text(self, settings: ExplorerSettings, split: str = "view") -> np.ndarray:
         """Moved caption rows (N_txt, D) float64 of ``split`` ("view" or "fit"), before
@@ -531,7 +535,7 @@ class GapExplorer:
         ``explore(alpha=0.5)`` is ``explore(ExplorerSettings(alpha=0.5))``. States that differ
         only in ``n_points`` share the cached embeddings and read-outs.
         """
-        settings = replace(settings or ExplorerSettings(), **changes)
+        settings = replace(settings or self.default_settings(), **changes)
         key = settings.move_key
         if key in self._cache:
             self._cache.move_to_end(key)
@@ -561,5 +565,5 @@ def alpha_curve(
     explorer: GapExplorer, alphas: Sequence[float], settings: ExplorerSettings | None = None
 ) -> pd.DataFrame:
     """Read-outs over a grid of ``alphas`` (other settings from ``settings``): the slider swept."""
-    settings = settings or ExplorerSettings()
+    settings = settings or explorer.default_settings()
     return readout_table([explorer.explore(settings, alpha=float(a)) for a in alphas])

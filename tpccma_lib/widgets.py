@@ -70,7 +70,7 @@ class ExplorerUI(widgets.VBox):
     """
 
     def __init__(self, explorer: GapExplorer, settings: ExplorerSettings | None = None) -> None:
-        settings = settings or ExplorerSettings(n_points=min(200, explorer.n_images))
+        settings = settings or explorer.default_settings()
         self.explorer = explorer
         slider = {"min": 0.0, "max": 1.0, "step": 0.05, "continuous_update": False,
                   "readout_format": ".2f", "style": {"description_width": "150px"},

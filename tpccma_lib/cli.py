@@ -170,12 +170,34 @@ def _cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _init_distributed() -> bool:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1)."""
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    import torch
+    import torch.distributed as dist
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return True
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from tpccma_lib.train import TrainConfig
 
     exp = _experiment(args)
     cfg = dataclass_from_args(TrainConfig, args)
-    result = exp.finetune(cfg, args.out, resume=not args.no_resume)
+    distributed = _init_distributed()
+    try:
+        result = exp.finetune(cfg, args.out, resume=not args.no_resume)
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     print(
         f"trained {cfg.steps} steps (resumed at {result.resumed_from_step}) in "
         f"{result.wall_time_s:.1f} s; final checkpoint {result.final_checkpoint}"

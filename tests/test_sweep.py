@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -292,3 +293,273 @@ def test_collect_errors_and_empty(tmp_path: Path) -> None:
         collect(tmp_path / "nothing")
     (tmp_path / "empty").mkdir()
     assert collect(tmp_path / "empty").empty
+
+
+# --------------------------------------------------------------------------- run evaluation helpers
+def test_resolve_posthoc() -> None:
+    from tpccma_lib.posthoc import POSTHOC_METHODS
+    from tpccma_lib.sweep import resolve_posthoc
+
+    assert resolve_posthoc("all") == [m for m in POSTHOC_METHODS if m != "identity"]
+    assert resolve_posthoc("none") == [] and resolve_posthoc("") == []
+    assert resolve_posthoc(" shift, whiten ,shift,identity") == ["shift", "whiten"]
+    assert resolve_posthoc(["coral"]) == ["coral"]
+    with pytest.raises(SweepError, match="unknown post-hoc"):
+        resolve_posthoc("shift,nonsense")
+
+
+def _long_rows(metrics: dict[tuple[str, str], float], **columns: Any) -> list[dict[str, Any]]:
+    return [{**columns, "task": t, "metric": m, "value": v} for (t, m), v in metrics.items()]
+
+
+def test_results_table_one_row_per_configuration() -> None:
+    from tpccma_lib.sweep import METRIC_COLUMNS, results_table
+
+    rows = pd.DataFrame(
+        _long_rows(_fake_metrics(0.0, 0), role="base", posthoc="identity")
+        + _long_rows(_fake_metrics(0.2, 0), role="base", posthoc="shift")
+        + _long_rows(_fake_metrics(0.5, 1), role="finetuned", posthoc="identity")
+    )
+    table = results_table(rows)
+    assert list(table.columns) == ["role", "posthoc", *METRIC_COLUMNS]
+    assert list(zip(table.role, table.posthoc, strict=True)) == [
+        ("base", "identity"),
+        ("base", "shift"),
+        ("finetuned", "identity"),
+    ]
+    for (alpha, seed), row in zip(
+        [(0.0, 0), (0.2, 0), (0.5, 1)], table.to_dict("records"), strict=True
+    ):
+        for column, value in _expected_headline(alpha, seed).items():
+            assert row[column] == pytest.approx(value)
+        assert np.isnan(row["modality_ari"])  # not in the rows: NaN, not an error
+
+
+def test_metric_columns_cover_headline_and_summary() -> None:
+    from tpccma_lib.reporting import headline
+    from tpccma_lib.sweep import METRIC_COLUMNS
+
+    assert set(headline(pd.DataFrame(columns=["task", "metric", "value"]))) == set(METRIC_COLUMNS)
+    assert set(HEADLINE_COLUMNS) <= set(METRIC_COLUMNS)
+
+
+class _FakeDecoder:
+    def __init__(self, role: str) -> None:
+        self.role = role
+
+    def generate(self, embeddings: np.ndarray) -> list[str]:
+        return [f"{self.role} caption of {float(e[0]):g}" for e in embeddings]
+
+
+def test_evaluate_roles_reuses_one_decoder_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    import tpccma_lib.reporting as reporting
+    from tpccma_lib.sweep import evaluate_roles
+
+    fitted: list[str] = []
+    seen: list[tuple[str, str, str]] = []
+
+    def fake_fit(exp: Any, model: str, cfg: Any, progress: bool = False) -> _FakeDecoder:
+        fitted.append(model)
+        return _FakeDecoder(model)
+
+    def fake_eval(
+        exp: Any,
+        model: str,
+        *,
+        checkpoint: str,
+        posthoc: str,
+        decoder: Any,
+        cfg: Any,
+        progress: bool,
+        label: dict[str, Any],
+    ) -> pd.DataFrame:
+        seen.append((model, posthoc, decoder.role))
+        frame = pd.DataFrame(
+            _long_rows({("gap", "raw_gap"): 1.0}, posthoc=posthoc, checkpoint=checkpoint)
+        )
+        for key, value in label.items():
+            frame[key] = value
+        return frame
+
+    monkeypatch.setattr(reporting, "fit_caption_decoder", fake_fit)
+    monkeypatch.setattr(reporting, "evaluate_model", fake_eval)
+    result = evaluate_roles(
+        object(),
+        {"base": ("m0", "base.pt"), "finetuned": ("m1", "ft.pt")},
+        posthoc={"base": ["shift", "coral"]},
+        label={"alpha_target": 0.5},
+    )
+    assert fitted == ["m0", "m1"]  # one decoder per model, not per post-hoc method
+    assert seen == [
+        ("m0", "identity", "m0"),
+        ("m0", "shift", "m0"),
+        ("m0", "coral", "m0"),
+        ("m1", "identity", "m1"),
+    ]
+    assert list(result.rows.role) == ["base"] * 3 + ["finetuned"]
+    assert set(result.rows.alpha_target) == {0.5}
+    assert list(result.rows.checkpoint) == ["base.pt"] * 3 + ["ft.pt"]
+    assert set(result.decoders) == {"base", "finetuned"}
+
+
+def test_sample_captions_rows_and_columns() -> None:
+    from types import SimpleNamespace
+
+    from tpccma_lib.sweep import sample_captions
+
+    n_images = 10
+    data = SimpleNamespace(
+        class_names=("a", "b"),
+        labels=np.arange(n_images) % 2,
+        captions=[[f"ref {i}", "other"] for i in range(n_images)],
+        __len__=None,
+    )
+
+    class FakeSet(list):  # len() of the split
+        pass
+
+    split = FakeSet(range(n_images))
+    split.class_names, split.labels, split.captions = data.class_names, data.labels, data.captions
+    image = np.arange(n_images, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    exp = SimpleNamespace(
+        split=lambda name: split, embeddings=lambda model, name: SimpleNamespace(image=image)
+    )
+    table = sample_captions(
+        exp, {"base": ("m0", _FakeDecoder("base")), "ft": ("m1", _FakeDecoder("ft"))}, n=4, seed=3
+    )
+    expected = np.sort(np.random.default_rng(3).choice(n_images, size=4, replace=False))
+    assert table.image.tolist() == expected.tolist()
+    assert list(table.columns) == ["image", "class", "reference", "base", "ft"]
+    assert table.reference.tolist() == [f"ref {i}" for i in expected]
+    assert table["class"].tolist() == [("a", "b")[i % 2] for i in expected]
+    assert table.ft.tolist() == [f"ft caption of {i:g}" for i in expected]
+
+
+# --------------------------------------------------------------------------- sweep analysis
+def _sweep_rows(alphas: Sequence[float], seeds: Sequence[int]) -> pd.DataFrame:
+    """collect()-like rows: fine-tuned per run; base + post-hoc rows in the alpha-0 runs."""
+    rows = []
+    for seed in seeds:
+        for alpha in alphas:
+            common = {"alpha_target": alpha, "train_seed": seed, "run": run_name(alpha, seed)}
+            rows += _long_rows(
+                _fake_metrics(alpha, seed), role="finetuned", posthoc="identity", **common
+            )
+            if alpha == min(alphas):
+                rows += _long_rows(
+                    _fake_metrics(0.1, seed), role="base", posthoc="identity", **common
+                )
+                rows += _long_rows(_fake_metrics(0.9, seed), role="base", posthoc="shift", **common)
+    return pd.DataFrame(rows)
+
+
+def test_sweep_points_kinds_and_names() -> None:
+    from tpccma_lib.sweep import sweep_points
+
+    points = sweep_points(_sweep_rows([0.0, 0.05, 0.5], [0, 1]))
+    assert (points.kind == "fine-tuned").sum() == 6
+    assert sorted(points[points.kind != "fine-tuned"].name.unique()) == ["base", "shift"]
+    assert (points.kind == "post-hoc").sum() == 2  # one per seed
+    assert points[points.kind != "fine-tuned"].alpha_target.isna().all()
+    hit = points[(points.name == "alpha=0.05") & (points.train_seed == 1)].iloc[0]
+    assert hit.raw_gap == pytest.approx(_fake_metrics(0.05, 1)[("gap", "raw_gap")])
+    with pytest.raises(SweepError, match="no finished runs"):
+        sweep_points(pd.DataFrame())
+
+
+def test_tradeoff_table_against_formula() -> None:
+    from tpccma_lib.sweep import sweep_points, tradeoff_table
+
+    table = tradeoff_table(sweep_points(_sweep_rows([0.0, 0.5], [0, 1])))
+    for row in table.to_dict("records"):
+        seed = row["train_seed"]
+        ref = _fake_metrics(0.0 if row["kind"] == "fine-tuned" else 0.1, seed)
+        g0, a0, c0 = (
+            ref[("gap", "raw_gap")],
+            ref[("zero_shot", "accuracy")],
+            ref[("captioning", "CIDEr")],
+        )
+        assert row["gap_reduction_pct"] == pytest.approx(100 * (g0 - row["raw_gap"]) / g0)
+        assert row["accuracy_drop_pct"] == pytest.approx(
+            100 * (a0 - row["zero_shot_accuracy"]) / a0
+        )
+        assert row["cider_change_pct"] == pytest.approx(100 * (row["cider"] - c0) / c0)
+    ref_rows = table[(table.kind == "fine-tuned") & (table.alpha_target == 0.0)]
+    assert np.allclose(ref_rows.gap_reduction_pct, 0.0)
+
+
+def test_tradeoff_summary_means_and_pareto() -> None:
+    from tpccma_lib.sweep import sweep_points, tradeoff_summary, tradeoff_table
+
+    table = tradeoff_table(sweep_points(_sweep_rows([0.0, 0.2, 0.5], [0, 1])))
+    summary = tradeoff_summary(table)
+    assert summary.kind.tolist()[:3] == ["fine-tuned"] * 3
+    assert summary.alpha_target.tolist()[:3] == [0.0, 0.2, 0.5]
+    assert set(summary.n_seeds) == {2}
+    for row in summary.to_dict("records"):
+        part = table[(table.kind == row["kind"]) & (table.name == row["name"])]
+        assert row["gap_reduction_pct"] == pytest.approx(part.gap_reduction_pct.mean())
+    # brute-force Pareto: no other point at least as good in both and better in one
+    x, y = summary.accuracy_drop_pct.to_numpy(), summary.gap_reduction_pct.to_numpy()
+    for i in range(len(summary)):
+        dominated = any(
+            x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i])
+            for j in range(len(summary))
+            if j != i
+        )
+        assert bool(summary.pareto[i]) == (not dominated)
+
+
+def test_r2_analysis_matches_scipy() -> None:
+    from scipy.stats import linregress
+
+    from tpccma_lib.sweep import R2_GAP_METRICS, R2_TASK_METRICS, r2_analysis, sweep_points
+
+    rng = np.random.default_rng(0)
+    points = sweep_points(_sweep_rows([0.0, 0.1, 0.3, 0.6], [0, 1]))
+    for column in (*R2_TASK_METRICS, *R2_GAP_METRICS):
+        points[column] = points[column] + rng.normal(0, 0.05, len(points))
+    r2 = r2_analysis(points)
+    assert set(r2.points) == {"fine-tuned runs", "runs + base + post-hoc"}
+    assert len(r2) == 2 * len(R2_TASK_METRICS) * len(R2_GAP_METRICS)
+    for row in r2.to_dict("records"):
+        subset = (
+            points if row["points"] != "fine-tuned runs" else points[points.kind == "fine-tuned"]
+        )
+        expected = linregress(subset[row["gap_metric"]], subset[row["task_metric"]]).rvalue ** 2
+        assert row["r2"] == pytest.approx(expected)
+        assert row["n"] == len(subset)
+
+
+def test_r2_analysis_small_sets() -> None:
+    from tpccma_lib.sweep import r2_analysis, sweep_points
+
+    points = sweep_points(_sweep_rows([0.0, 0.5], [0]))  # 2 runs + base + shift
+    r2 = r2_analysis(points)
+    assert set(r2.points) == {"runs + base + post-hoc"}
+    with pytest.raises(SweepError, match="at least 3"):
+        r2_analysis(points[points.kind == "fine-tuned"])
+
+
+def test_paper_comparison() -> None:
+    from tpccma_lib.sweep import (
+        PAPER_CLAIMS,
+        paper_comparison,
+        sweep_points,
+        tradeoff_summary,
+        tradeoff_table,
+    )
+
+    summary = tradeoff_summary(tradeoff_table(sweep_points(_sweep_rows([0.0, 0.5], [0, 1]))))
+    table = paper_comparison(summary)
+    assert table.paper.tolist() == [claim[2] for claim in PAPER_CLAIMS]
+    at = {(r["alpha_target"], r["quantity"]): r["ours"] for r in table.to_dict("records")}
+    assert np.isnan(at[(0.05, "raw gap")])  # alpha 0.05 not swept
+    g0 = np.mean([_fake_metrics(0.0, s)[("gap", "raw_gap")] for s in (0, 1)])
+    g5 = [_fake_metrics(0.5, s)[("gap", "raw_gap")] for s in (0, 1)]
+    g0s = [_fake_metrics(0.0, s)[("gap", "raw_gap")] for s in (0, 1)]
+    expected = np.mean([100 * (b - a) / a for a, b in zip(g0s, g5, strict=True)])
+    assert at[(0.5, "raw gap")] == pytest.approx(expected)
+    assert at[(0.5, "clustering ARI")] == pytest.approx(0.3 + 0.2 * 0.5)
+    assert at[(0.0, "clustering ARI")] == pytest.approx(0.3)
+    assert g0 > 0

@@ -52,6 +52,13 @@ __all__ = [
 ]
 
 MODALITY_COLORS = {"image": "#1f77b4", "text": "#ff7f0e"}
+_CENTROID_COLOR, _DISTRIBUTION_COLOR = "#636efa", "#ef553b"  # one colour per gap part, everywhere
+_FRECHET_COLOR, _GRAY, _SCALE_FREE_COLOR = "#ab63fa", "#7f7f7f", "#00cc96"
+#: Panel titles of posthoc_effect_figure, by stage of posthoc_gap_effects.
+_STAGE_TITLES = {
+    "mapped": "after the map (before renormalisation)",
+    "renormalized": "after renormalisation onto the sphere",
+}
 PROJECTION_METHODS = ("pca", "tsne")
 _SYMBOLS = ("circle", "square", "diamond", "cross", "x", "triangle-up", "triangle-down",
             "star", "hexagon", "pentagon", "hourglass", "bowtie")  # fmt: skip
@@ -405,14 +412,20 @@ def decomposition_figure(decomposition: GapDecomposition, title: str = "") -> go
     )
     names = ["raw gap", "centroid gap", "distribution gap", "Fréchet W2"]
     values = [d.raw_gap, d.centroid_gap, d.distribution_gap, d.frechet_distance]
+    colors = [_GRAY, _CENTROID_COLOR, _DISTRIBUTION_COLOR, _FRECHET_COLOR]
     fig.add_trace(
-        go.Bar(x=names, y=values, marker_color="#636efa", name="distance", showlegend=False),
+        go.Bar(x=names, y=values, marker_color=colors, name="distance", showlegend=False),
         row=1,
         col=1,
     )
     groups = ["Gaussian fits: W2^2", "matched pairs: mean ||x-y||^2"]
     fig.add_trace(
-        go.Bar(x=groups, y=[d.centroid_gap**2, d.paired_centroid_sq], name="centroid part"),
+        go.Bar(
+            x=groups,
+            y=[d.centroid_gap**2, d.paired_centroid_sq],
+            name="centroid part",
+            marker_color=_CENTROID_COLOR,
+        ),
         row=1,
         col=2,
     )
@@ -421,6 +434,7 @@ def decomposition_figure(decomposition: GapDecomposition, title: str = "") -> go
             x=groups,
             y=[d.distribution_gap**2, d.paired_residual_sq],
             name="distribution / residual part",
+            marker_color=_DISTRIBUTION_COLOR,
         ),
         row=1,
         col=2,
@@ -446,9 +460,9 @@ def _centroid_and_distribution(image: np.ndarray, text: np.ndarray) -> dict[str,
 
 #: (column of posthoc_gap_effects, legend label, colour) of the bars of posthoc_effect_figure.
 _EFFECT_BARS = (
-    ("centroid_change_pct", "centroid gap", "#636efa"),
-    ("distribution_change_pct", "distribution gap", "#ef553b"),
-    ("relative_distribution_change_pct", "distribution gap / spread", "#00cc96"),
+    ("centroid_change_pct", "centroid gap", _CENTROID_COLOR),
+    ("distribution_change_pct", "distribution gap", _DISTRIBUTION_COLOR),
+    ("relative_distribution_change_pct", "distribution gap / spread", _SCALE_FREE_COLOR),
 )
 
 
@@ -517,7 +531,12 @@ def posthoc_effect_figure(
         raise VizError(
             f"stages {missing} are not in the table (it has {sorted(set(effects['stage']))})."
         )
-    fig = make_subplots(rows=1, cols=len(stages), shared_yaxes=True, subplot_titles=list(stages))
+    fig = make_subplots(
+        rows=1,
+        cols=len(stages),
+        shared_yaxes=True,
+        subplot_titles=[_STAGE_TITLES.get(stage, stage) for stage in stages],
+    )
     for col, stage in enumerate(stages, start=1):
         rows = effects[effects["stage"] == stage]
         for column, label, color in _EFFECT_BARS:

@@ -1,0 +1,230 @@
+"""Run folders: reuse a finished run only when its settings match, resume an interrupted one."""
+
+import json
+import math
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+
+from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.models import ModelConfig
+from tpccma_lib.notebook import repo_root
+from tpccma_lib.pipeline import DataConfig, Experiment
+from tpccma_lib.runs import (
+    RunMismatchError,
+    gap_monitor,
+    load_or_train,
+    read_history,
+    repo_relative,
+    telemetry_summary,
+)
+from tpccma_lib.train import InputSource, TrainConfig
+
+torch.set_num_threads(1)
+
+
+def synthetic_source(n_images=48, per=2, seed=0):
+    """Random 'tower features' (1280-d image, 384-d text) with a shared latent."""
+    g = torch.Generator().manual_seed(seed)
+    latent = torch.randn(n_images, 16, generator=g)
+    img = torch.relu(latent @ torch.randn(16, 1280, generator=g)) + 0.5
+    t2i = np.repeat(np.arange(n_images), per)
+    txt = latent[t2i] @ torch.randn(16, 384, generator=g)
+    return InputSource.from_frozen(types.SimpleNamespace(image=img, text=txt, text_to_image=t2i))
+
+
+def tiny_experiment(runs_dir, pretrain_steps=4, data_seed=0):
+    """A real Experiment whose training inputs are synthetic features (no towers, no images)."""
+    exp = Experiment(
+        DataConfig(n_train=48, n_val=8, n_test=8, seed=data_seed),
+        ModelConfig(embed_dim=8, seed=0),
+        runs_dir=runs_dir,
+        pretrain=TrainConfig(steps=pretrain_steps, batch_size=16, lr=1e-2, warmup_steps=1),
+        progress=False,
+    )
+    source = synthetic_source()
+    exp.input_source = lambda model, split="train": source
+    return exp
+
+
+def cfg(**kw):
+    settings = dict(
+        steps=12,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=2,
+        checkpoint_every=4,
+        log_every=2,
+        eval_every=4,
+        alpha_target=0.5,
+        warmup_fraction=0.25,
+        ramp_fraction=0.25,
+    )
+    settings.update(kw)
+    return TrainConfig(**settings)
+
+
+def step_eval(model, step):
+    return {"step_seen": float(step)}
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.trainable_state_dict().items()}
+
+
+def assert_same_weights(a, b):
+    assert a.keys() == b.keys()
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=0, msg=name)
+
+
+def test_a_finished_run_is_reused_not_retrained(tmp_path):
+    exp = tiny_experiment(tmp_path / "runs")
+    out = tmp_path / "run"
+    first = load_or_train(exp, cfg(), out, eval_fn=step_eval)
+    assert first.resumed_from_step == 0
+    stamp = (out / "final.pt").stat().st_mtime_ns
+    log = (out / "metrics.jsonl").read_text()
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run with the same settings must not train again")
+
+    exp.finetune = no_training
+    # log/eval/checkpoint intervals and device do not change the weights: still reusable
+    again = load_or_train(exp, cfg(log_every=3, eval_every=0, device="cpu"), out)
+    assert again.resumed_from_step == 12
+    assert (out / "final.pt").stat().st_mtime_ns == stamp
+    assert (out / "metrics.jsonl").read_text() == log
+    assert_same_weights(weights(first.model), weights(again.model))
+    assert [h["step"] for h in again.history] == [h["step"] for h in first.history]
+    # the final eval lives in final.pt, not in metrics.jsonl: it is merged back
+    assert again.history[-1]["val_step_seen"] == first.history[-1]["val_step_seen"] == 12.0
+    assert again.history == first.history
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (dict(alpha_target=0.05), "alpha_target"),
+        (dict(lr=5e-3), "lr"),
+        (dict(gradient_aware=False), "gradient_aware"),
+    ],
+)
+def test_a_finished_run_of_other_settings_is_refused(tmp_path, change, expected):
+    exp = tiny_experiment(tmp_path / "runs")
+    load_or_train(exp, cfg(), tmp_path / "run")
+    with pytest.raises(RunMismatchError, match=expected) as info:
+        load_or_train(exp, cfg(**change), tmp_path / "run")
+    assert "retrain=True" in str(info.value)
+
+
+def test_other_data_or_base_model_is_refused(tmp_path):
+    exp = tiny_experiment(tmp_path / "runs")
+    load_or_train(exp, cfg(), tmp_path / "run")
+    with pytest.raises(RunMismatchError, match="data seed"):
+        load_or_train(tiny_experiment(tmp_path / "runs", data_seed=1), cfg(), tmp_path / "run")
+    rebased = tiny_experiment(tmp_path / "runs", pretrain_steps=5)
+    assert rebased.base_dir != exp.base_dir
+    with pytest.raises(RunMismatchError, match="base model"):
+        load_or_train(rebased, cfg(), tmp_path / "run")
+
+
+def test_retrain_starts_over_with_the_new_settings(tmp_path):
+    exp = tiny_experiment(tmp_path / "runs")
+    load_or_train(exp, cfg(), tmp_path / "run")
+    redone = load_or_train(exp, cfg(alpha_target=0.05), tmp_path / "run", retrain=True)
+    assert redone.resumed_from_step == 0
+    fresh = load_or_train(exp, cfg(alpha_target=0.05), tmp_path / "fresh")
+    assert_same_weights(weights(redone.model), weights(fresh.model))
+    reused = load_or_train(exp, cfg(alpha_target=0.05), tmp_path / "run")
+    assert reused.resumed_from_step == 12
+
+
+def test_an_interrupted_run_is_resumed_to_the_same_weights(tmp_path):
+    exp = tiny_experiment(tmp_path / "runs")
+    full = load_or_train(exp, cfg(), tmp_path / "full")
+    load_or_train(exp, cfg(), tmp_path / "cut", stop_after=6)
+    assert not (tmp_path / "cut" / "final.pt").exists()
+    resumed = load_or_train(exp, cfg(), tmp_path / "cut")
+    assert resumed.resumed_from_step == 6
+    assert_same_weights(weights(full.model), weights(resumed.model))
+    assert [h["step"] for h in read_history(tmp_path / "cut")] == [
+        h["step"] for h in read_history(tmp_path / "full")
+    ]
+
+
+def test_read_history_of_an_empty_folder_is_empty(tmp_path):
+    assert read_history(tmp_path) == []
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 3}) + "\n\n")
+    assert read_history(tmp_path) == [{"step": 3}]
+
+
+def _bures_scipy(x, y):
+    cx, cy = np.cov(x, rowvar=False, bias=True), np.cov(y, rowvar=False, bias=True)
+    root = scipy.linalg.sqrtm(cx)
+    cross = np.real(scipy.linalg.sqrtm(root @ cy @ root))
+    return math.sqrt(max(np.trace(cx) + np.trace(cy) - 2 * np.trace(cross), 0.0))
+
+
+def test_gap_monitor_matches_independent_formulas(rng):
+    image = rng.normal(size=(40, 5)) + np.array([1.0, 0, 0, 0, 0])
+    text = rng.normal(size=(60, 5)) * np.array([0.5, 1, 2, 1, 1])
+    emb = Embeddings.from_arrays(image, text, text_to_image=np.arange(60) % 40)
+    asked = []
+
+    class FakeExperiment:
+        def embeddings(self, model, split):
+            asked.append(split)
+            return emb
+
+    numbers = gap_monitor(FakeExperiment(), "val")(None, 7)
+    assert asked == ["val"]
+    x, y = emb.image.astype(np.float64), emb.text.astype(np.float64)
+    unit_x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    unit_y = y / np.linalg.norm(y, axis=1, keepdims=True)
+    assert numbers["raw_gap"] == pytest.approx(
+        np.linalg.norm(unit_x.mean(0) - unit_y.mean(0)), rel=1e-6
+    )
+    assert numbers["centroid_gap"] == pytest.approx(
+        np.linalg.norm(x.mean(0) - y.mean(0)), rel=1e-6
+    )
+    assert numbers["distribution_gap"] == pytest.approx(_bures_scipy(x, y), rel=1e-5)
+
+
+def test_telemetry_summary_counts_only_aligned_measured_records():
+    history = [
+        {"step": 0, "alpha": 0.0},  # warm-up: no telemetry
+        {"step": 1, "alpha": 0.0, "grad_cosine": 0.9},  # alpha 0: ignored
+        {"step": 2, "alpha": 0.1, "grad_cosine": -0.2, "conflict": 1.0, "projected": 1.0,
+         "norm_ratio": 0.5, "applied_norm_ratio": 0.4, "tempering": 1.0},
+        {"step": 3, "alpha": 0.2, "grad_cosine": 0.4, "conflict": 0.0, "projected": 0.0,
+         "norm_ratio": 3.0, "applied_norm_ratio": 1.0, "tempering": 0.5},
+        {"step": 4, "alpha": 0.2, "grad_cosine": 0.1, "conflict": 0.0, "projected": 0.0,
+         "norm_ratio": float("inf"), "applied_norm_ratio": 1.0, "tempering": 0.25},
+        {"step": 5, "alpha": 0.2, "effective_alpha": 0.2},  # unmeasured step
+    ]  # fmt: skip
+    s = telemetry_summary(history)
+    cosines = [-0.2, 0.4, 0.1]
+    assert s["aligned_records"] == 3
+    assert s["mean_grad_cosine"] == pytest.approx(sum(cosines) / 3)
+    assert s["min_grad_cosine"] == pytest.approx(-0.2)
+    assert s["conflict_fraction"] == pytest.approx(1 / 3)
+    assert s["projected_fraction"] == pytest.approx(1 / 3)
+    assert s["median_norm_ratio"] == pytest.approx(1.75)  # inf dropped: median of 0.5, 3.0
+    assert s["median_applied_norm_ratio"] == pytest.approx(1.0)
+    assert s["mean_tempering"] == pytest.approx((1.0 + 0.5 + 0.25) / 3)
+    empty = telemetry_summary([{"step": 0, "alpha": 0.0}])
+    assert empty["aligned_records"] == 0 and math.isnan(empty["mean_grad_cosine"])
+
+
+def test_repo_relative_never_prints_an_absolute_path(tmp_path):
+    inside = repo_root() / "runs" / "finetune" / "alpha0.5-seed0" / "final.pt"
+    assert repo_relative(inside) == "runs/finetune/alpha0.5-seed0/final.pt"
+    outside = tmp_path / "a" / "b" / "c" / "final.pt"
+    text = repo_relative(outside)
+    assert text == ".../b/c/final.pt"
+    assert not Path(text).is_absolute()

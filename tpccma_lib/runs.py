@@ -1,0 +1,235 @@
+"""Fine-tuning runs on disk: reuse a finished run, read its log, watch the gap while training.
+
+A run folder (``out_dir``) holds what :func:`tpccma_lib.train.train` writes: ``checkpoint.pt``
+(resumable), ``final.pt`` (the finished model) and ``metrics.jsonl`` (one record per logged
+step). :func:`load_or_train` makes re-running a notebook cheap and safe:
+
+- ``final.pt`` present and made by the same settings  -> load it, no training;
+- ``final.pt`` present but made by other settings      -> :class:`RunMismatchError` (or retrain);
+- only ``checkpoint.pt`` present (an interrupted run)  -> resume it (``train`` checks settings);
+- nothing there                                        -> train from the base model.
+
+"Same settings" means the same :class:`~tpccma_lib.train.TrainConfig` (up to the keys that do
+not change the weights: logging, checkpoint and eval intervals, device), the same model
+config, the same data config and the same base model.
+
+>>> result = load_or_train(exp, TrainConfig(alpha_target=0.5), "runs/finetune/alpha0.5-seed0",
+...                        eval_fn=gap_monitor(exp, "val"))
+>>> result.resumed_from_step == result.history[-1]["step"] + 1   # True when reused
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tpccma_lib.geometry import centroid_gap, distribution_gap, raw_gap
+from tpccma_lib.models import DualEncoder
+from tpccma_lib.models.factory import load_checkpoint
+from tpccma_lib.notebook import repo_root
+from tpccma_lib.train import TrainConfig, TrainResult
+
+__all__ = [
+    "RunMismatchError",
+    "VOLATILE_TRAIN_KEYS",
+    "GAP_MONITOR_KEYS",
+    "read_history",
+    "run_differences",
+    "load_or_train",
+    "gap_monitor",
+    "telemetry_summary",
+    "repo_relative",
+]
+
+#: TrainConfig keys that do not change the trained weights (ignored when matching a run).
+VOLATILE_TRAIN_KEYS = ("checkpoint_every", "log_every", "eval_every", "device")
+
+#: Keys of the dict a :func:`gap_monitor` callback returns (logged as ``val_<key>``).
+GAP_MONITOR_KEYS = ("raw_gap", "centroid_gap", "distribution_gap")
+
+
+class RunMismatchError(ValueError):
+    """A finished run in ``out_dir`` was made with other settings than the ones asked for."""
+
+
+def read_history(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records of ``out_dir/metrics.jsonl`` in order (``[]`` when there is no log)."""
+    path = Path(out_dir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _weights_relevant(train_config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in train_config.items() if k not in VOLATILE_TRAIN_KEYS}
+
+
+def run_differences(exp: Any, cfg: TrainConfig, payload: Mapping[str, Any]) -> list[str]:
+    """What differs between a finished run's ``final.pt`` contents and ``(exp, cfg)``.
+
+    Args:
+        exp: the :class:`~tpccma_lib.pipeline.Experiment` the run should belong to.
+        cfg: the training settings asked for.
+        payload: the dict stored in ``final.pt`` (``load_checkpoint(path)``).
+    Returns:
+        one readable line per difference; empty when the run can be reused.
+    """
+    out = []
+    saved_train = _weights_relevant(payload.get("train_config", {}))
+    wanted_train = _weights_relevant(cfg.to_dict())
+    for key in sorted(set(saved_train) | set(wanted_train)):
+        if saved_train.get(key) != wanted_train.get(key):
+            out.append(f"train {key}: {saved_train.get(key)!r} (run) vs {wanted_train.get(key)!r}")
+    saved_model = payload.get("model_config", {})
+    for key, value in exp.model_config.to_dict().items():
+        if saved_model.get(key) != value:
+            out.append(f"model {key}: {saved_model.get(key)!r} (run) vs {value!r}")
+    saved_data = payload.get("data_config")
+    if saved_data is not None:
+        for key, value in asdict(exp.data).items():
+            if saved_data.get(key) != value:
+                out.append(f"data {key}: {saved_data.get(key)!r} (run) vs {value!r}")
+    base = payload.get("base_checkpoint")
+    if base is not None and Path(base).parent.name != exp.base_dir.name:
+        out.append(
+            f"base model: {Path(base).parent.name} (run) vs {exp.base_dir.name} (the base "
+            "model was re-pretrained with other settings since)"
+        )
+    return out
+
+
+def _reuse(exp: Any, cfg: TrainConfig, out_dir: Path, payload: Mapping[str, Any]) -> TrainResult:
+    started = time.perf_counter()
+    model = exp.load(out_dir / "final.pt")
+    history = read_history(out_dir)
+    final_eval = dict(payload.get("final_eval") or {})
+    if history and final_eval:  # train() adds the final eval to the last record in memory only
+        history[-1] = {**history[-1], **final_eval}
+    return TrainResult(
+        model=model,
+        history=history,
+        out_dir=out_dir,
+        final_checkpoint=out_dir / "final.pt",
+        resumed_from_step=cfg.steps,
+        wall_time_s=time.perf_counter() - started,
+    )
+
+
+def load_or_train(
+    exp: Any,
+    cfg: TrainConfig,
+    out_dir: str | os.PathLike[str],
+    *,
+    retrain: bool = False,
+    **finetune_kwargs: Any,
+) -> TrainResult:
+    """The fine-tuned model of ``(exp, cfg)`` in ``out_dir``: reused, resumed or trained.
+
+    Args:
+        exp: the experiment (data, model, base model).
+        cfg: the fine-tuning settings.
+        out_dir: the run folder.
+        retrain: start over (``resume=False``) even when a run is there, finished or not.
+        finetune_kwargs: passed to :meth:`Experiment.finetune` when training (``eval_fn``,
+            ``progress``, ...). A reused run calls none of them.
+    Returns:
+        a :class:`TrainResult`. When reused, ``resumed_from_step == cfg.steps``, ``history``
+        is read from ``metrics.jsonl`` (the final eval from ``final.pt`` merged into the last
+        record) and ``wall_time_s`` is the load time.
+    Raises:
+        RunMismatchError: ``out_dir`` holds a finished run of other settings (the message lists
+            them); pick another ``out_dir`` or pass ``retrain=True``.
+    """
+    out_dir = Path(out_dir)
+    final = out_dir / "final.pt"
+    if not retrain and final.exists():
+        payload = load_checkpoint(final)
+        differences = run_differences(exp, cfg, payload)
+        if differences:
+            raise RunMismatchError(
+                f"{final} is a finished run of other settings: "
+                + "; ".join(differences)
+                + ". Use another out_dir, restore those settings, or pass retrain=True "
+                "to train again and overwrite it."
+            )
+        return _reuse(exp, cfg, out_dir, payload)
+    if retrain:
+        final.unlink(missing_ok=True)
+    return exp.finetune(cfg, out_dir, resume=not retrain, **finetune_kwargs)
+
+
+def gap_monitor(exp: Any, split: str = "val") -> Callable[[DualEncoder, int], dict[str, float]]:
+    """An ``eval_fn`` for :func:`~tpccma_lib.train.train`: the gap of ``split`` under the model.
+
+    The callback embeds every image and caption of ``split`` (cached frozen features for the
+    towers, so it costs one pass of the heads) and returns ``raw_gap`` (Liang:
+    ``||mean(x/|x|) - mean(y/|y|)||``), ``centroid_gap`` (``||mu_x - mu_y||``) and
+    ``distribution_gap`` (Bures distance of the two covariances), in embedding units. The
+    trainer logs them as ``val_raw_gap`` etc.
+    """
+
+    def evaluate(model: DualEncoder, step: int) -> dict[str, float]:
+        emb = exp.embeddings(model, split)
+        return {
+            "raw_gap": raw_gap(emb.image, emb.text),
+            "centroid_gap": centroid_gap(emb.image, emb.text),
+            "distribution_gap": distribution_gap(emb.image, emb.text),
+        }
+
+    return evaluate
+
+
+def _finite(values: Sequence[Any]) -> np.ndarray:
+    arr = np.asarray([float(v) for v in values if v is not None], dtype=np.float64)
+    return arr[np.isfinite(arr)]
+
+
+def telemetry_summary(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Gradient-conflict statistics over the logged records where alignment was on.
+
+    Returns:
+        ``aligned_records`` (records with alpha > 0 and a measured gradient cosine),
+        ``mean_grad_cosine``, ``min_grad_cosine``, ``conflict_fraction`` (share of those with
+        ``conflict``), ``projected_fraction``, ``median_norm_ratio`` (``||alpha g_CMA|| /
+        ||g_clip||`` as measured), ``median_applied_norm_ratio`` (after the scheduler),
+        ``mean_tempering``. NaN where a quantity was never logged.
+    """
+    rows = [
+        h for h in history if float(h.get("alpha", 0.0)) > 0 and h.get("grad_cosine") is not None
+    ]
+
+    def stat(key: str, reduce: Callable[[np.ndarray], float]) -> float:
+        arr = _finite([h.get(key) for h in rows if key in h])
+        return float(reduce(arr)) if arr.size else math.nan
+
+    return {
+        "aligned_records": float(len(rows)),
+        "mean_grad_cosine": stat("grad_cosine", np.mean),
+        "min_grad_cosine": stat("grad_cosine", np.min),
+        "conflict_fraction": stat("conflict", np.mean),
+        "projected_fraction": stat("projected", np.mean),
+        "median_norm_ratio": stat("norm_ratio", np.median),
+        "median_applied_norm_ratio": stat("applied_norm_ratio", np.median),
+        "mean_tempering": stat("tempering", np.mean),
+    }
+
+
+def repo_relative(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the repository root (POSIX slashes) when inside it, else
+    ``.../<last three parts>``.
+
+    Notebooks print this instead of an absolute path (which differs between machines).
+    """
+    resolved = Path(path).resolve()
+    try:
+        return resolved.relative_to(repo_root()).as_posix()
+    except ValueError:
+        return "/".join(("...", *resolved.parts[-3:]))

@@ -16,10 +16,13 @@ from tpccma_lib.notebook import repo_root
 from tpccma_lib.pipeline import DataConfig, Experiment
 from tpccma_lib.runs import (
     RunMismatchError,
+    change_vs,
+    compare_models,
     gap_monitor,
     load_or_train,
     read_history,
     repo_relative,
+    summarize_runs,
     telemetry_summary,
 )
 from tpccma_lib.train import InputSource, TrainConfig
@@ -189,9 +192,7 @@ def test_gap_monitor_matches_independent_formulas(rng):
     assert numbers["raw_gap"] == pytest.approx(
         np.linalg.norm(unit_x.mean(0) - unit_y.mean(0)), rel=1e-6
     )
-    assert numbers["centroid_gap"] == pytest.approx(
-        np.linalg.norm(x.mean(0) - y.mean(0)), rel=1e-6
-    )
+    assert numbers["centroid_gap"] == pytest.approx(np.linalg.norm(x.mean(0) - y.mean(0)), rel=1e-6)
     assert numbers["distribution_gap"] == pytest.approx(_bures_scipy(x, y), rel=1e-5)
 
 
@@ -228,3 +229,89 @@ def test_repo_relative_never_prints_an_absolute_path(tmp_path):
     text = repo_relative(outside)
     assert text == ".../b/c/final.pt"
     assert not Path(text).is_absolute()
+
+
+class _LabelledWorld:
+    """A fake experiment: two models map the same labelled points differently."""
+
+    def __init__(self, rng):
+        self.class_names = ("circle", "square", "star")
+        self.centres = np.eye(3, 6) * 3.0
+        labels = np.arange(30) % 3
+        image = self.centres[labels] + rng.normal(scale=1.5, size=(30, 6))
+        text = self.centres[np.repeat(labels, 2)] + rng.normal(size=(60, 6)) + 0.5
+        self.test_set = types.SimpleNamespace(
+            class_names=self.class_names, prompt_templates=("a {}.", "one {}.")
+        )
+        self.data = types.SimpleNamespace(label="toy world")
+        self.emb = Embeddings.from_arrays(
+            image, text, text_to_image=np.repeat(np.arange(30), 2), image_labels=labels,
+            class_names=self.class_names,
+        )  # fmt: skip
+
+    def split(self, name):
+        return self.test_set
+
+    def zero_shot_split(self):
+        return self.test_set
+
+    def embeddings(self, model, split):
+        return (
+            self.emb.replace(image=self.emb.image * model.scale) if model.scale != 1 else self.emb
+        )
+
+    def model(self, scale):
+        centres = self.centres
+
+        def encode_texts(texts):
+            idx = [next(i for i, c in enumerate(self.class_names) if c in t) for t in texts]
+            return centres[idx] / 3.0
+
+        return types.SimpleNamespace(scale=scale, encode_texts=encode_texts)
+
+
+def test_compare_models_matches_brute_force(rng):
+    world = _LabelledWorld(rng)
+    frame = compare_models(world, {"a": world.model(1.0), "b": world.model(-1.0)})
+    assert frame.model.tolist() == ["a", "b"]
+    assert set(frame.data) == {"toy world"} and set(frame.split) == {"test"}
+    for name, scale in (("a", 1.0), ("b", -1.0)):
+        row = frame[frame.model == name].iloc[0]
+        x = world.emb.image.astype(np.float64) * scale
+        y = world.emb.text.astype(np.float64)
+        assert row.centroid_gap == pytest.approx(np.linalg.norm(x.mean(0) - y.mean(0)), rel=1e-6)
+        assert row.distribution_gap == pytest.approx(_bures_scipy(x, y), rel=1e-5)
+        correct = 0
+        for i in range(30):
+            scores = [x[i] @ world.centres[c] / np.linalg.norm(x[i]) for c in range(3)]
+            correct += int(np.argmax(scores) == world.emb.image_labels[i])
+        assert row.zero_shot_accuracy == pytest.approx(correct / 30)
+    assert frame.zero_shot_accuracy[0] != frame.zero_shot_accuracy[1]
+
+
+def test_change_vs_is_percent_of_the_reference():
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"model": ["base", "tuned"], "raw_gap": [0.4, 0.1], "zero_shot_accuracy": [0.8, 0.76]}
+    )
+    change = change_vs(frame, "base", ["raw_gap", "zero_shot_accuracy"])
+    assert change.model.tolist() == ["tuned"]
+    assert change["raw_gap_change_%"][0] == pytest.approx(-75.0)
+    assert change["zero_shot_accuracy_change_%"][0] == pytest.approx(-5.0)
+    with pytest.raises(ValueError, match="model == 'nope'"):
+        change_vs(frame, "nope")
+
+
+def test_summarize_runs_takes_the_last_measured_gap():
+    a = [
+        {"step": 0, "alpha": 0.0, "val_raw_gap": 0.5},
+        {"step": 1, "alpha": 0.1, "grad_cosine": -0.5, "conflict": 1.0, "val_raw_gap": 0.3},
+        {"step": 2, "alpha": 0.1, "grad_cosine": 0.5, "conflict": 0.0},
+    ]
+    frame = summarize_runs({"a": a, "empty": [{"step": 0, "alpha": 0.0}]})
+    assert frame.run.tolist() == ["a", "empty"]
+    assert frame.final_val_raw_gap[0] == pytest.approx(0.3)
+    assert frame.conflict_fraction[0] == pytest.approx(0.5)
+    assert math.isnan(frame.final_val_distribution_gap[0])
+    assert math.isnan(frame.mean_grad_cosine[1])

@@ -193,6 +193,7 @@ def test_run_sweep_parameters_and_threads(tmp_path: Path) -> None:
     p03, p04 = by_run[(0.5, "03_curriculum_training")], by_run[(0.5, "04_evaluation")]
     paths = run_paths(out, 0.5, 3)
     assert p03["steps"] == 7 and p04["steps"] == 7
+    assert p03["ablation"] is False and "ablation" not in p04  # no ablation twin in a sweep
     assert p03["seed"] == 3 and p03["out_dir"] == str(paths.finetune_dir)
     assert p04["checkpoint"] == str(paths.checkpoint)
     assert p04["results_csv"] == str(paths.results_csv)
@@ -239,6 +240,13 @@ def test_rerun_skips_finished_and_retries_failed(tmp_path: Path) -> None:
     third = FakeRunner()
     again = run_sweep([0.0, 0.2], [0], out, runner=third, progress=False)
     assert third.calls == [] and set(again.status) == {"skipped"}
+
+
+def test_parameters_override_sweep_defaults(tmp_path: Path) -> None:
+    runner = FakeRunner()
+    run_sweep([0.0], [0], tmp_path, parameters={"ablation": True}, runner=runner, progress=False)
+    assert runner.calls[0][0] == "03_curriculum_training"
+    assert runner.calls[0][1]["ablation"] is True
 
 
 def test_rerun_with_other_parameters_redoes_run(tmp_path: Path) -> None:

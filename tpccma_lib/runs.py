@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from tpccma_lib.geometry import centroid_gap, distribution_gap, raw_gap
 from tpccma_lib.models import DualEncoder
@@ -46,6 +47,10 @@ __all__ = [
     "load_or_train",
     "gap_monitor",
     "telemetry_summary",
+    "summarize_runs",
+    "COMPARE_METRICS",
+    "compare_models",
+    "change_vs",
     "repo_relative",
 ]
 
@@ -220,6 +225,97 @@ def telemetry_summary(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         "median_applied_norm_ratio": stat("applied_norm_ratio", np.median),
         "mean_tempering": stat("tempering", np.mean),
     }
+
+
+def summarize_runs(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.DataFrame:
+    """One row per run: :func:`telemetry_summary` plus the last logged validation gaps.
+
+    Args:
+        histories: run name -> history (e.g. ``{"gradient-aware": a, "no scheduler": b}``).
+    Returns:
+        columns ``run``, the telemetry statistics and ``final_val_<gap>`` for each key of
+        :data:`GAP_MONITOR_KEYS` (the last record carrying it; NaN if never measured).
+    """
+    rows = []
+    for name, history in histories.items():
+        row: dict[str, Any] = {"run": name, **telemetry_summary(history)}
+        for key in GAP_MONITOR_KEYS:
+            logged = [h[f"val_{key}"] for h in history if f"val_{key}" in h]
+            row[f"final_val_{key}"] = float(logged[-1]) if logged else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+#: Columns of :func:`compare_models` (gaps in embedding units, accuracy a fraction).
+COMPARE_METRICS = ("raw_gap", "centroid_gap", "distribution_gap", "zero_shot_accuracy")
+
+
+def compare_models(
+    exp: Any, models: Mapping[str, DualEncoder], split: str = "test"
+) -> pd.DataFrame:
+    """Gap components and zero-shot accuracy of several models, one row per model.
+
+    Args:
+        exp: the experiment; gaps are measured on its ``split``, zero-shot accuracy on its
+            zero-shot set (``exp.zero_shot_split()``: the shape classes of the test split, or
+            CIFAR-10), with the data set's prompt ensemble.
+        models: name -> model (e.g. ``{"base": base, "fine-tuned": run.model}``).
+    Returns:
+        columns ``model``, ``data``, ``split`` and :data:`COMPARE_METRICS`.
+    """
+    from tpccma_lib.evaluation import zero_shot_accuracy
+    from tpccma_lib.features import embed_dataset
+    from tpccma_lib.reporting import zero_shot_class_embeddings
+
+    rows = []
+    for name, model in models.items():
+        emb = exp.embeddings(model, split)
+        class_embeddings, zero_shot_set = zero_shot_class_embeddings(exp, model)
+        if zero_shot_set is exp.split(split):
+            labelled = emb
+        elif zero_shot_set is exp.split("test"):
+            labelled = exp.embeddings(model, "test")
+        else:
+            labelled = embed_dataset(model, zero_shot_set)
+        rows.append(
+            {
+                "model": name,
+                "data": exp.data.label,
+                "split": split,
+                "raw_gap": raw_gap(emb.image, emb.text),
+                "centroid_gap": centroid_gap(emb.image, emb.text),
+                "distribution_gap": distribution_gap(emb.image, emb.text),
+                "zero_shot_accuracy": zero_shot_accuracy(labelled, class_embeddings)["accuracy"],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def change_vs(
+    frame: pd.DataFrame, reference: str, metrics: Sequence[str] = COMPARE_METRICS
+) -> pd.DataFrame:
+    """Relative change in % of every other row of ``frame`` against row ``model == reference``.
+
+    ``100 (new - ref) / |ref|`` per metric: -66.6 means "cut by 66.6 %". Columns ``model`` and
+    ``<metric>_change_%``.
+    """
+    hits = frame[frame["model"] == reference]
+    if len(hits) != 1:
+        raise ValueError(
+            f"change_vs: expected one row with model == {reference!r}, found {len(hits)}; "
+            f"models are {frame['model'].tolist()}."
+        )
+    ref = hits.iloc[0]
+    out = []
+    for _, row in frame[frame["model"] != reference].iterrows():
+        record: dict[str, Any] = {"model": row["model"]}
+        for metric in metrics:
+            base = float(ref[metric])
+            record[f"{metric}_change_%"] = (
+                100.0 * (float(row[metric]) - base) / abs(base) if base != 0 else math.nan
+            )
+        out.append(record)
+    return pd.DataFrame(out)
 
 
 def repo_relative(path: str | os.PathLike[str]) -> str:

@@ -41,6 +41,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "HEADLINE_COLUMNS",
     "METRIC_COLUMNS",
+    "SWEEP_DEFAULTS_03",
     "R2_TASK_METRICS",
     "R2_GAP_METRICS",
     "PAPER_CLAIMS",
@@ -103,6 +104,10 @@ _SINGLE_THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
 }
+
+#: Parameters of notebook 03 in a sweep unless ``parameters`` say otherwise: no ablation twin
+#: (it would double every run's training; notebook 03 run alone still shows it).
+SWEEP_DEFAULTS_03: dict[str, Any] = {"ablation": False}
 
 NotebookRunner = Callable[..., Any]
 """``runner(name, out_path, parameters)`` executes notebook ``name`` into ``out_path``."""
@@ -215,13 +220,14 @@ def run_parameters(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Papermill parameters of notebooks 03 and 04 for one run.
 
-    ``parameters`` go to both notebooks (a notebook ignores names it does not define); the
-    run's own alpha, seed and paths override them. ``with_posthoc`` makes notebook 04 also
+    ``parameters`` go to both notebooks (a notebook ignores names it does not define), over
+    :data:`SWEEP_DEFAULTS_03` for notebook 03; the run's own alpha, seed and paths override
+    them. ``with_posthoc`` makes notebook 04 also
     evaluate the base model with every post-hoc method (the sweep asks it of the smallest
     alpha's runs only: the base model is the same for every alpha of a seed).
     """
     common = {**(parameters or {}), "alpha_target": float(alpha), "seed": int(seed)}
-    params_03 = {**common, "out_dir": str(paths.finetune_dir)}
+    params_03 = {**SWEEP_DEFAULTS_03, **common, "out_dir": str(paths.finetune_dir)}
     params_04 = {
         **common,
         "checkpoint": str(paths.checkpoint),

@@ -3,15 +3,17 @@
 - Toy clouds on the unit sphere: :func:`sphere_caps` (two caps of chosen pole and shape) and
   :func:`equal_mean_clouds` (same mean, different covariance: centroid term 0, Bures > 0).
 - The cone effect in numbers: :func:`cone_statistics` (mean cosine within and across
-  modalities) and :func:`cosine_samples` (cosines of random pairs, for a histogram).
+  modalities, exact, O(N D)).
 - The contrastive loss along the gap direction (Liang et al. 2022): :func:`gap_shift_curve`
   moves both modalities by ``lambda * Delta / 2`` towards each other and records ``L_clip``
   and its slope ``dL/dlambda`` at ``lambda = 0`` for several logit scales.
-- Closed-form gradients of the CMA terms, to check against autograd
-  (:func:`autograd_gradients`): :func:`centroid_term_gradient`, :func:`coral_gradient`,
-  :func:`bures_gradient` (with :func:`bures_transport_map`).
+- The CMA terms of a pair of clouds (:func:`cma_terms`) and their closed-form gradients,
+  :func:`centroid_term_gradient`, :func:`coral_gradient`, :func:`bures_gradient` (with
+  :func:`bures_transport_map`), checked against autograd by :func:`gradient_check`.
 - :func:`optimize_alignment`: optimise free text points or a linear map of the text embeddings
-  under ``w_clip * L_clip + alpha * L_CMA`` and record the gap components every few steps.
+  under ``w_clip * L_clip + alpha * L_CMA`` and record the gap components every few steps;
+  :func:`compare_objectives` runs several named objectives, :func:`final_rows` keeps each
+  run's last record.
 
 Everything is deterministic given its ``seed``. Inputs and outputs are :class:`Embeddings`.
 """
@@ -31,7 +33,15 @@ from torch import Tensor
 from tpccma_lib.embeddings import Embeddings, l2_normalize
 from tpccma_lib.evaluation.retrieval import retrieval_recall
 from tpccma_lib.geometry import centroid_gap, distribution_gap
-from tpccma_lib.losses import DISTRIBUTION_TERMS, CMALoss, clip_contrastive_loss
+from tpccma_lib.losses import (
+    DISTRIBUTION_TERMS,
+    CMALoss,
+    bures_distance_squared,
+    centroid_term,
+    clip_contrastive_loss,
+    coral_distance,
+    mmd_squared,
+)
 from tpccma_lib.train import PairBatcher
 
 __all__ = [
@@ -39,7 +49,6 @@ __all__ = [
     "sphere_caps",
     "equal_mean_clouds",
     "cone_statistics",
-    "cosine_samples",
     "shift_along_gap",
     "gap_shift_curve",
     "autograd_gradients",
@@ -47,6 +56,8 @@ __all__ = [
     "coral_gradient",
     "bures_transport_map",
     "bures_gradient",
+    "gradient_check",
+    "cma_terms",
     "Objective",
     "objective_variants",
     "cma_only_variants",
@@ -54,6 +65,7 @@ __all__ = [
     "AlignmentRun",
     "optimize_alignment",
     "compare_objectives",
+    "final_rows",
 ]
 
 PARAMETRISATIONS = ("linear", "points")
@@ -165,33 +177,6 @@ def cone_statistics(emb: Embeddings) -> dict[str, float]:
     }
 
 
-def cosine_samples(emb: Embeddings, n_pairs: int = 2000, seed: int = 0) -> dict[str, np.ndarray]:
-    """Cosines of ``n_pairs`` random pairs: image-image, text-text, image-text (i != j within).
-
-    Returns:
-        ``{"image-image": (n_pairs,), "text-text": (n_pairs,), "image-text": (n_pairs,)}``.
-    """
-    if emb.n_images < 2 or emb.n_texts < 2:
-        raise ToyError("cosine_samples needs at least 2 images and 2 captions.")
-    rng = np.random.default_rng(seed)
-    image = l2_normalize(emb.image.astype(np.float64))
-    text = l2_normalize(emb.text.astype(np.float64))
-
-    def distinct(n: int) -> tuple[np.ndarray, np.ndarray]:
-        first = rng.integers(0, n, n_pairs)
-        second = (first + rng.integers(1, n, n_pairs)) % n  # never equal to first
-        return first, second
-
-    i, j = distinct(emb.n_images)
-    s, t = distinct(emb.n_texts)
-    a, b = rng.integers(0, emb.n_images, n_pairs), rng.integers(0, emb.n_texts, n_pairs)
-    return {
-        "image-image": np.einsum("ij,ij->i", image[i], image[j]),
-        "text-text": np.einsum("ij,ij->i", text[s], text[t]),
-        "image-text": np.einsum("ij,ij->i", image[a], text[b]),
-    }
-
-
 # ---------------------------------------------------------------- L_clip along the gap
 
 
@@ -269,7 +254,7 @@ def gap_shift_curve(
                         "logit_scale": float(scale),
                         "shift": shift,
                         "loss": value,
-                        "loss_change": value - float(base),
+                        "loss_change": value - float(base.detach()),
                     }
                 )
             best = grid[int(np.argmin(values))]
@@ -277,7 +262,7 @@ def gap_shift_curve(
         summary.append(
             {
                 "logit_scale": float(scale),
-                "loss": float(base),
+                "loss": float(base.detach()),
                 "slope": float(slope),
                 "best_shift": best,
                 "gap_at_best": centroid_gap(moved_image.numpy(), moved_text.numpy()),
@@ -390,6 +375,66 @@ def bures_gradient(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.
         2.0 * xc @ (eye - to_text) / (xc.shape[0] - 1),
         2.0 * yc @ (eye - to_image) / (yc.shape[0] - 1),
     )
+
+
+_CLOSED_FORMS: dict[str, Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "centroid": centroid_term_gradient,
+    "coral": coral_gradient,
+    "bures": bures_gradient,
+}
+_TERMS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
+    "centroid": centroid_term,
+    "coral": coral_distance,
+    "bures": bures_distance_squared,
+}
+
+
+def gradient_check(
+    image: np.ndarray, text: np.ndarray, terms: Sequence[str] = ("centroid", "coral", "bures")
+) -> list[dict[str, Any]]:
+    """Closed-form gradients of the CMA terms against autograd through :mod:`tpccma_lib.losses`.
+
+    Returns:
+        One row per term: ``term``, ``max_abs_difference`` (over every entry of both
+        gradients), ``max_gradient`` (largest autograd entry, for scale) and ``relative``
+        (their ratio).
+    """
+    rows = []
+    for term in terms:
+        if term not in _CLOSED_FORMS:
+            raise ToyError(f"no closed form for {term!r}; choose from {sorted(_CLOSED_FORMS)}.")
+        closed = _CLOSED_FORMS[term](image, text)
+        auto = autograd_gradients(_TERMS[term], image, text)
+        difference = max(float(np.abs(c - a).max()) for c, a in zip(closed, auto, strict=True))
+        scale = max(float(np.abs(a).max()) for a in auto)
+        rows.append(
+            {
+                "term": term,
+                "max_abs_difference": difference,
+                "max_gradient": scale,
+                "relative": difference / scale if scale > 0 else math.nan,
+            }
+        )
+    return rows
+
+
+def cma_terms(emb: Embeddings) -> dict[str, float]:
+    """Every CMA term of ``emb`` as :class:`tpccma_lib.losses.CMALoss` computes it (float64).
+
+    Returns:
+        ``centroid`` = ||mu_x - mu_y||^2, and the distribution terms on the centred clouds:
+        ``bures`` (squared Bures distance), ``mmd`` (biased MMD^2, median-heuristic RBF
+        kernels), ``coral`` (||C_x - C_y||_F^2).
+    """
+    x = torch.as_tensor(emb.image, dtype=torch.float64)
+    y = torch.as_tensor(emb.text, dtype=torch.float64)
+    x_centred, y_centred = x - x.mean(dim=0), y - y.mean(dim=0)
+    return {
+        "centroid": float(centroid_term(x, y)),
+        "bures": float(bures_distance_squared(x_centred, y_centred)),
+        "mmd": float(mmd_squared(x_centred, y_centred)),
+        "coral": float(coral_distance(x_centred, y_centred)),
+    }
 
 
 # ---------------------------------------------------------------- optimising under L_CMA
@@ -629,3 +674,11 @@ def compare_objectives(
         runs[name] = run
         rows += [{"objective": name, **row} for row in run.history]
     return rows, runs
+
+
+def final_rows(rows: Sequence[Mapping[str, Any]], group: str = "objective") -> list[dict[str, Any]]:
+    """The last row of each ``group`` value (first-seen order): each run's final metrics."""
+    last: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        last[row[group]] = dict(row)
+    return list(last.values())

@@ -117,6 +117,7 @@ class ExplorerUI(widgets.VBox):
             control.observe(self._on_change, names="value")
         panel = widgets.VBox(list(self.controls.values()))
         super().__init__([widgets.HBox([panel, self.readout]), self.figure])
+        self.add_class("tpccma-explorer")  # CSS hooks: tpccma-explorer, tpccma-alpha, ...
 
     def settings(self) -> ExplorerSettings:
         """The settings the controls show now."""

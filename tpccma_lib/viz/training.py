@@ -73,6 +73,7 @@ _COLORS = {
     "norm_ratio": "#ffa15a",
     "applied_norm_ratio": "#ab63fa",
 }
+_INTEGER_KEYS = ("phase",)  # history keys shown as integers by history_frame
 _DECIMALS = 5  # figure values are rounded: smaller notebooks, same picture
 
 
@@ -116,7 +117,8 @@ def history_frame(
     """The history as a DataFrame: ``step`` plus ``keys`` (default: every key seen).
 
     Only records that carry at least one of ``keys`` are kept (e.g. ``keys=["val_raw_gap"]``
-    gives the eval steps); a missing value is NaN, booleans become 0.0 / 1.0.
+    gives the eval steps); a missing value is NaN, booleans become 0.0 / 1.0, ``phase`` stays
+    an integer when every kept record has it.
     """
     _check_history(history, "history_frame")
     if keys is None:
@@ -124,7 +126,11 @@ def history_frame(
     rows = [h for h in history if any(k in h for k in keys)]
     data: dict[str, list[Any]] = {"step": [int(h["step"]) for h in rows]}
     for key in keys:
-        data[key] = [_as_float(h.get(key)) for h in rows]
+        values = [_as_float(h.get(key)) for h in rows]
+        if key in _INTEGER_KEYS and all(math.isfinite(v) for v in values):
+            data[key] = [int(v) for v in values]
+        else:
+            data[key] = values
     return pd.DataFrame(data)
 
 

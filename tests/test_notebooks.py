@@ -1,0 +1,191 @@
+"""Static checks of the committed notebooks and of the nbval sanitisers (no kernel, seconds).
+
+The notebooks themselves are re-executed and compared cell by cell by nbval, run as a pytest
+plugin over ``notebooks/`` (see the README's test command)::
+
+    pytest tests notebooks --nbval --nbval-current-env \\
+        --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+
+nbval can only compare what is stored, so this file checks that what is stored is fit for it:
+every notebook was executed in full without errors, has a ``parameters`` cell for papermill,
+marks every cell with volatile output (plotly JSON, widget views) ``# NBVAL_IGNORE_OUTPUT``,
+prints no machine-specific paths or addresses in compared cells, and carries no multi-MB widget
+state. The sanitisers are checked to remove volatile text and to leave printed numbers alone.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from tpccma_lib.notebook import repo_root, show
+
+ROOT = repo_root()
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+SANITIZE_FILE = ROOT / "tests" / "nbval_sanitize.cfg"
+IGNORE_MARK = "# NBVAL_IGNORE_OUTPUT"
+VOLATILE_MIMETYPES = ("application/vnd.plotly.v1+json", "application/vnd.jupyter.widget-view+json")
+MAX_WIDGET_STATE_BYTES = 1_000_000  # plotly FigureWidget state embeds plotly.js (~5 MB)
+
+needs_notebooks = pytest.mark.skipif(not NOTEBOOKS, reason="no notebooks/NN_*.ipynb yet")
+
+
+def _read(path: Path) -> nbformat.NotebookNode:
+    return nbformat.read(path, as_version=4)
+
+
+def _code_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [cell for cell in nb.cells if cell.cell_type == "code"]
+
+
+def _is_ignored(cell: nbformat.NotebookNode) -> bool:
+    return cell.source.lstrip().startswith(IGNORE_MARK)
+
+
+def _output_text(output: nbformat.NotebookNode) -> str:
+    if output.output_type == "stream":
+        return output.text
+    data = output.get("data", {})
+    return "\n".join(str(v) for k, v in data.items() if k.startswith("text/"))
+
+
+def _sanitize_patterns() -> list[tuple[str, str]]:
+    from nbval.plugin import get_sanitize_patterns
+
+    return get_sanitize_patterns(SANITIZE_FILE.read_text(encoding="utf-8"))
+
+
+def _sanitize(text: str) -> str:
+    for regex, replace in _sanitize_patterns():
+        text = re.sub(regex, replace, text)
+    return text
+
+
+# --------------------------------------------------------------------------- notebooks
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_was_executed_in_full_without_errors(path):
+    nb = _read(path)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", (
+        f"{path.name}: kernelspec must be 'python3' (nbval and papermill start that kernel)"
+    )
+    cells = _code_cells(nb)
+    assert cells, f"{path.name} has no code cells"
+    not_run = [
+        i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.execution_count is None
+    ]
+    assert not not_run, (
+        f"{path.name}: cells {not_run} were never executed; store outputs of a full run "
+        "(papermill in place, or `tpccma refresh-notebooks`)"
+    )
+    counts = [c.execution_count for c in cells]
+    assert counts == sorted(counts), f"{path.name}: cells were run out of order: {counts}"
+    errors = [
+        i
+        for i, c in enumerate(nb.cells)
+        if any(o.output_type == "error" for o in c.get("outputs", []))
+    ]
+    assert not errors, f"{path.name}: cells {errors} stored an error"
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_has_a_papermill_parameters_cell(path):
+    cells = _code_cells(_read(path))
+    tagged = [c for c in cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, f"{path.name}: needs exactly one cell tagged 'parameters'"
+    assert tagged[0] is cells[0], f"{path.name}: the parameters cell must be the first code cell"
+    assert re.search(r"^seed\s*=", tagged[0].source, re.MULTILINE), (
+        f"{path.name}: the parameters cell must set `seed`"
+    )
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_volatile_outputs_are_marked_ignored(path):
+    nb = _read(path)
+    unmarked = [
+        i
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code"
+        and not _is_ignored(cell)
+        and any(m in o.get("data", {}) for o in cell.outputs for m in VOLATILE_MIMETYPES)
+    ]
+    assert not unmarked, (
+        f"{path.name}: cells {unmarked} show a plotly figure or widget but do not start with "
+        f"'{IGNORE_MARK}'; print the numbers they show in a compared cell instead"
+    )
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_compared_outputs_are_machine_independent(path):
+    nb = _read(path)
+    forbidden = {"an absolute path of this checkout": str(ROOT), "an object address": " at 0x"}
+    if str(Path.home()) not in ("/", ""):
+        forbidden["a home folder"] = str(Path.home()) + "/"
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code" or _is_ignored(cell):
+            continue
+        text = "\n".join(_output_text(o) for o in cell.outputs)
+        for what, needle in forbidden.items():
+            assert needle not in text, f"{path.name} cell {i} prints {what}: {needle!r}"
+        assert not re.search(r"\d+%\|", text), f"{path.name} cell {i} stores a progress bar"
+
+
+@needs_notebooks
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_no_multi_megabyte_widget_state(path):
+    nb = _read(path)
+    state = nb.metadata.get("widgets", {})
+    size = len(json.dumps(state))
+    assert size <= MAX_WIDGET_STATE_BYTES, (
+        f"{path.name} stores {size / 1e6:.1f} MB of widget state (plotly's FigureWidget embeds "
+        "plotly.js); execute with papermill's store_widget_state=False"
+    )
+
+
+# --------------------------------------------------------------------------- sanitisers
+def test_sanitize_file_parses_and_compiles():
+    patterns = _sanitize_patterns()
+    assert len(patterns) >= 8
+    for regex, _ in patterns:
+        re.compile(regex)
+
+
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("done in 12.3 s", "done in 0.8 s"),
+        ("step took 450 ms", "step took 38 ms"),
+        ("elapsed 00:12", "elapsed 01:02:03"),
+        ("<Model object at 0x7f3a2c1d9e80>", "<Model object at 0x55d0c0ffee00>"),
+        ("wrote /tmp/pytest-of-root/pytest-3/run/x.pt", "wrote /tmp/abc/x.pt"),
+        ("Loading: 45%|####5     | 45/100 [00:01<00:02, 30.1it/s]", "Loading: 100%|#| 9/9 [00:03]"),
+        ("at 2026-11-23T09:41:00.123+00:00", "at 2027-01-01 00:00:00"),
+        ("model_id 0123456789abcdef0123456789abcdef", "model_id fedcba9876543210fedcba9876543210"),
+    ],
+)
+def test_sanitizers_remove_volatile_text(first, second):
+    assert first != second
+    assert _sanitize(first) == _sanitize(second)
+
+
+def test_sanitizers_leave_printed_numbers_alone(capsys):
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"method": ["identity", "shift"], "raw_gap": [0.43214, 0.0421], "n_images": [1000, 12]}
+    )
+    print("data: captioned-shapes (seed 0, 64 px; stand-in for COCO/CIFAR-10), test split")
+    show(frame)
+    print("test split: 1000 images, 5000 captions, dimension 256; 22.2 % of the variance")
+    printed = capsys.readouterr().out
+    assert "0.432" in printed and "0.042" in printed
+    assert _sanitize(printed) == printed
+    changed = printed.replace("0.432", "0.436")
+    assert _sanitize(changed) != _sanitize(printed)  # a real change still shows

@@ -68,7 +68,7 @@ class TrainConfig:
     recovery: float = 1.05  # "scale" rule: per-measurement recovery of the tempering factor
     conflict_shrink: float = 0.5  # "scale" rule: tempering factor multiplier on a conflict
     centroid_weight: float = 1.0  # lambda_c of the centroid term of L_CMA
-    distribution_weight: float = 1.0  # lambda_d of the distribution term of L_CMA
+    distribution_weight: float = 10.0  # lambda_d: Bures^2 of a batch is ~0.2, so 10 balances its pull against L_clip (README)
     distribution_term: str = "bures"  # "bures" (default, matches the Bures distribution gap), "mmd", "coral"
     checkpoint_every: int = 100  # write a resumable checkpoint every N steps (and at the end)
     log_every: int = 5  # write a metrics line every N steps

@@ -571,3 +571,38 @@ def test_paper_comparison() -> None:
     assert at[(0.5, "clustering ARI")] == pytest.approx(0.3 + 0.2 * 0.5)
     assert at[(0.0, "clustering ARI")] == pytest.approx(0.3)
     assert g0 > 0
+
+
+def test_finetuned_model_missing_checkpoint(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from tpccma_lib.sweep import finetuned_model
+
+    loaded: list[Path] = []
+    exp = SimpleNamespace(load=lambda path: loaded.append(Path(path)) or "model")
+    with pytest.raises(FileNotFoundError, match="run notebook 03 first"):
+        finetuned_model(exp, tmp_path / "alpha0.5-seed0" / "final.pt")
+    ckpt = tmp_path / "final.pt"
+    ckpt.write_bytes(b"x")
+    assert finetuned_model(exp, ckpt) == "model" and loaded == [ckpt]
+
+
+def test_compare_roles_changes() -> None:
+    from tpccma_lib.sweep import compare_roles
+
+    table = pd.DataFrame(
+        {
+            "role": ["base", "base", "finetuned"],
+            "posthoc": ["identity", "shift", "identity"],
+            "raw_gap": [0.4, 0.1, 0.1],
+            "cider": [0.0, 1.0, 0.5],
+        }
+    )
+    out = compare_roles(table, metrics=["raw_gap", "cider"])
+    assert out.metric.tolist() == ["raw_gap", "cider"]
+    assert out.base.tolist() == [0.4, 0.0]  # the un-fixed base row, not "shift"
+    assert out.change.tolist() == pytest.approx([-0.3, 0.5])
+    assert out.change_pct[0] == pytest.approx(-75.0)
+    assert np.isnan(out.change_pct[1])  # relative to 0: undefined
+    with pytest.raises(SweepError, match="no un-fixed rows"):
+        compare_roles(table, after="nothing", metrics=["raw_gap"])

@@ -134,6 +134,24 @@ def _alpha(page) -> str:
     return page.inner_text(".tpccma-alpha .widget-readout").strip()
 
 
+def _diagnose(page, log: Path) -> str:
+    """What the page and the server show when a step failed (screenshot saved beside)."""
+    failure = SCREENSHOT.with_name("browser_test_failure.png")
+    failure.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(failure), full_page=True)
+    errors = page.eval_on_selector_all(
+        ".jp-OutputArea-output[data-mime-type*='stderr'], .jp-OutputArea-output[data-mime-type*='error']",
+        "nodes => nodes.map(n => n.innerText.slice(-2000))",
+    )
+    prompts = page.eval_on_selector_all(
+        ".jp-InputArea-prompt", "nodes => nodes.map(n => n.innerText.trim())"
+    )
+    return (
+        f"browser step failed; screenshot {failure}\ncell prompts: {prompts}\n"
+        f"error outputs: {errors}\nserver log (tail):\n{log.read_text()[-3000:]}"
+    )
+
+
 def test_alpha_slider_moves_points_and_gap_in_jupyterlab(tmp_path):
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (scripts/setup.sh --browser)")
@@ -167,36 +185,41 @@ def test_alpha_slider_moves_points_and_gap_in_jupyterlab(tmp_path):
                     ".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator[data-status='idle']",
                     timeout=90_000,
                 )
-                page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
-                page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
+                try:
+                    page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
+                    page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
-                page.wait_for_selector(".tpccma-explorer .tpccma-alpha", timeout=RUN_ALL_S * 1000)
-                page.wait_for_selector(
-                    ".tpccma-explorer .js-plotly-plot .scatterlayer .trace path.point",
-                    timeout=UPDATE_S * 1000,
-                )
-                page.locator(".tpccma-explorer").scroll_into_view_if_needed()
-                gap_before, points_before = _raw_gap(page), _point_positions(page)
-                assert gap_before not in ("", "n/a") and float(gap_before) > 0
-                assert _alpha(page) == "0.00"
+                    page.wait_for_selector(
+                        ".tpccma-explorer .tpccma-alpha", timeout=RUN_ALL_S * 1000
+                    )
+                    page.wait_for_selector(
+                        ".tpccma-explorer .js-plotly-plot .scatterlayer .trace path.point",
+                        timeout=UPDATE_S * 1000,
+                    )
+                    page.locator(".tpccma-explorer").scroll_into_view_if_needed()
+                    gap_before, points_before = _raw_gap(page), _point_positions(page)
+                    assert gap_before not in ("", "n/a") and float(gap_before) > 0
+                    assert _alpha(page) == "0.00"
 
-                handle = page.locator(".tpccma-alpha .noUi-handle")
-                handle.focus()
-                for _ in range(10):  # step 0.05 each: alpha 0 -> 0.5
-                    page.keyboard.press("ArrowRight")
-                page.wait_for_function(
-                    """([selector, before]) => {
-                        const cell = document.querySelector(selector);
-                        return cell !== null && cell.textContent.trim() !== before;
-                    }""",
-                    arg=[".tpccma-explorer [data-metric='raw_gap']", gap_before],
-                    timeout=UPDATE_S * 1000,
-                )
-                page.wait_for_timeout(1000)  # let plotly finish redrawing the moved points
-                gap_after, points_after = _raw_gap(page), _point_positions(page)
-                alpha_after = _alpha(page)
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=False)
+                    handle = page.locator(".tpccma-alpha .noUi-handle")
+                    handle.focus()
+                    for _ in range(10):  # step 0.05 each: alpha 0 -> 0.5
+                        page.keyboard.press("ArrowRight")
+                    page.wait_for_function(
+                        """([selector, before]) => {
+                            const cell = document.querySelector(selector);
+                            return cell !== null && cell.textContent.trim() !== before;
+                        }""",
+                        arg=[".tpccma-explorer [data-metric='raw_gap']", gap_before],
+                        timeout=UPDATE_S * 1000,
+                    )
+                    page.wait_for_timeout(1000)  # let plotly finish redrawing the moved points
+                    gap_after, points_after = _raw_gap(page), _point_positions(page)
+                    alpha_after = _alpha(page)
+                    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(SCREENSHOT), full_page=False)
+                except Exception as exc:
+                    raise AssertionError(_diagnose(page, log)) from exc
             finally:
                 browser.close()
     finally:

@@ -245,9 +245,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from tpccma_lib.notebook_runner import run_all, write_report
 
     names = args.only.split(",") if args.only else None
-    executed = run_all(names, args.out, _params(args.param))
+    params = _params(args.param)
+    executed = run_all(names, args.out, params)
     index = write_report(executed, args.reports)
     print(f"report written: {index}")
+    if not params:  # the embedded default: refresh the README's measured tables
+        from tpccma_lib.notebook import repo_root
+        from tpccma_lib.pipeline import Experiment
+        from tpccma_lib.readme import update_readme
+        from tpccma_lib.reporting import base_model_summary
+
+        exp = Experiment(progress=False)
+        summary = base_model_summary(exp, exp.base_model())
+        print(summary)
+        written = update_readme(repo_root() / "README.md", exp.runs_dir, base_text=summary)
+        print(f"README sections updated: {written}")
     return 0
 
 

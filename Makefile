@@ -15,9 +15,11 @@ setup-dev:
 run: setup
 	$(VENV)/bin/tpccma report
 
+# Unit/property/DDP/CLI/browser tests, then every committed notebook re-executed under nbval.
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
-	$(PY) -m pytest -p no:cacheprovider
+	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 
 lint:
 	$(PY) -m ruff check tpccma_lib tests benchmarks

@@ -31,7 +31,7 @@ import pytest
 
 from tpccma_lib.notebook import repo_root
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = repo_root()
 CHROMIUM = Path("/usr/bin/chromium")
@@ -46,7 +46,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 SERVER_START_S = 120  # JupyterLab up and answering
-RUN_ALL_S = 420  # every cell run, widget shown (includes the smoke base model's pretraining)
+RUN_ALL_S = 600  # every cell run, widget shown (includes the smoke base model's pretraining)
 UPDATE_S = 60  # a slider move reaches the read-out
 
 
@@ -134,6 +134,17 @@ def _alpha(page) -> str:
     return page.inner_text(".tpccma-alpha .widget-readout").strip()
 
 
+def _accept_kernel_dialog(page) -> None:
+    """Accept JupyterLab's "Select Kernel" dialog (python3 preselected) if it shows up."""
+    accept = page.locator(".jp-Dialog .jp-mod-accept")
+    try:
+        accept.wait_for(state="visible", timeout=15_000)
+    except Exception:  # noqa: BLE001 - no dialog: the kernel started on its own
+        return
+    accept.click()
+    page.wait_for_selector(".jp-Dialog", state="detached", timeout=15_000)
+
+
 def _diagnose(page, log: Path) -> str:
     """What the page and the server show when a step failed (screenshot saved beside)."""
     failure = SCREENSHOT.with_name("browser_test_failure.png")
@@ -181,6 +192,7 @@ def test_alpha_slider_moves_points_and_gap_in_jupyterlab(tmp_path):
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.goto(f"{url}/lab/tree/{NOTEBOOK}?token={token}", timeout=90_000)
                 page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=90_000)
+                _accept_kernel_dialog(page)
                 page.wait_for_selector(
                     ".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator[data-status='idle']",
                     timeout=90_000,

@@ -286,6 +286,14 @@ def test_compare_models_matches_brute_force(rng):
             scores = [x[i] @ world.centres[c] / np.linalg.norm(x[i]) for c in range(3)]
             correct += int(np.argmax(scores) == world.emb.image_labels[i])
         assert row.zero_shot_accuracy == pytest.approx(correct / 30)
+        # recall@1 by brute force: the top caption of each image is one of its own
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        yn = y / np.linalg.norm(y, axis=1, keepdims=True)
+        owner = world.emb.text_to_image
+        i2t = np.mean([owner[np.argmax(yn @ xn[i])] == i for i in range(30)])
+        t2i = np.mean([np.argmax(xn @ yn[j]) == owner[j] for j in range(60)])
+        assert row["i2t_R@1"] == pytest.approx(i2t)
+        assert row["t2i_R@1"] == pytest.approx(t2i)
     assert frame.zero_shot_accuracy[0] != frame.zero_shot_accuracy[1]
 
 
@@ -305,13 +313,17 @@ def test_change_vs_is_percent_of_the_reference():
 
 def test_summarize_runs_takes_the_last_measured_gap():
     a = [
-        {"step": 0, "alpha": 0.0, "val_raw_gap": 0.5},
-        {"step": 1, "alpha": 0.1, "grad_cosine": -0.5, "conflict": 1.0, "val_raw_gap": 0.3},
-        {"step": 2, "alpha": 0.1, "grad_cosine": 0.5, "conflict": 0.0},
-    ]
+        {"step": 0, "phase": 1, "alpha": 0.0, "loss_clip": 9.0, "val_raw_gap": 0.5},
+        {"step": 1, "phase": 3, "alpha": 0.1, "grad_cosine": -0.5, "conflict": 1.0,
+         "loss_clip": 2.0, "val_raw_gap": 0.3},
+        {"step": 2, "phase": 3, "alpha": 0.1, "grad_cosine": 0.5, "conflict": 0.0,
+         "loss_clip": 1.0},
+    ]  # fmt: skip
     frame = summarize_runs({"a": a, "empty": [{"step": 0, "alpha": 0.0}]})
     assert frame.run.tolist() == ["a", "empty"]
     assert frame.final_val_raw_gap[0] == pytest.approx(0.3)
     assert frame.conflict_fraction[0] == pytest.approx(0.5)
     assert math.isnan(frame.final_val_distribution_gap[0])
     assert math.isnan(frame.mean_grad_cosine[1])
+    assert frame.mean_loss_clip_phase3[0] == pytest.approx(1.5)  # phase-1 loss left out
+    assert math.isnan(frame.mean_loss_clip_phase3[1])

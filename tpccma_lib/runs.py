@@ -233,12 +233,18 @@ def summarize_runs(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.D
     Args:
         histories: run name -> history (e.g. ``{"gradient-aware": a, "no scheduler": b}``).
     Returns:
-        columns ``run``, the telemetry statistics and ``final_val_<gap>`` for each key of
-        :data:`GAP_MONITOR_KEYS` (the last record carrying it; NaN if never measured).
+        columns ``run``, the telemetry statistics, ``mean_loss_clip_phase3`` (the contrastive
+        loss on the training batches, averaged over the logged phase-3 steps) and
+        ``final_val_<gap>`` for each key of :data:`GAP_MONITOR_KEYS` (the last record carrying
+        it). NaN where never logged.
     """
     rows = []
     for name, history in histories.items():
         row: dict[str, Any] = {"run": name, **telemetry_summary(history)}
+        late = _finite(
+            [h["loss_clip"] for h in history if h.get("phase") == 3 and "loss_clip" in h]
+        )
+        row["mean_loss_clip_phase3"] = float(late.mean()) if late.size else math.nan
         for key in GAP_MONITOR_KEYS:
             logged = [h[f"val_{key}"] for h in history if f"val_{key}" in h]
             row[f"final_val_{key}"] = float(logged[-1]) if logged else math.nan
@@ -246,24 +252,32 @@ def summarize_runs(histories: Mapping[str, Sequence[Mapping[str, Any]]]) -> pd.D
     return pd.DataFrame(rows)
 
 
-#: Columns of :func:`compare_models` (gaps in embedding units, accuracy a fraction).
-COMPARE_METRICS = ("raw_gap", "centroid_gap", "distribution_gap", "zero_shot_accuracy")
+#: Columns of :func:`compare_models` (gaps in embedding units, accuracy and recall fractions).
+COMPARE_METRICS = (
+    "raw_gap",
+    "centroid_gap",
+    "distribution_gap",
+    "zero_shot_accuracy",
+    "i2t_R@1",
+    "t2i_R@1",
+)
 
 
 def compare_models(
     exp: Any, models: Mapping[str, DualEncoder], split: str = "test"
 ) -> pd.DataFrame:
-    """Gap components and zero-shot accuracy of several models, one row per model.
+    """Gap components, zero-shot accuracy and retrieval R@1 of several models, one row each.
 
     Args:
-        exp: the experiment; gaps are measured on its ``split``, zero-shot accuracy on its
-            zero-shot set (``exp.zero_shot_split()``: the shape classes of the test split, or
-            CIFAR-10), with the data set's prompt ensemble.
+        exp: the experiment; gaps and retrieval (image->text and text->image recall@1, cosine
+            ranking over every caption / image of the split) are measured on its ``split``,
+            zero-shot accuracy on its zero-shot set (``exp.zero_shot_split()``: the shape
+            classes of the test split, or CIFAR-10), with the data set's prompt ensemble.
         models: name -> model (e.g. ``{"base": base, "fine-tuned": run.model}``).
     Returns:
         columns ``model``, ``data``, ``split`` and :data:`COMPARE_METRICS`.
     """
-    from tpccma_lib.evaluation import zero_shot_accuracy
+    from tpccma_lib.evaluation import retrieval_recall, zero_shot_accuracy
     from tpccma_lib.features import embed_dataset
     from tpccma_lib.reporting import zero_shot_class_embeddings
 
@@ -277,6 +291,7 @@ def compare_models(
             labelled = exp.embeddings(model, "test")
         else:
             labelled = embed_dataset(model, zero_shot_set)
+        recall = retrieval_recall(emb, ks=(1,))
         rows.append(
             {
                 "model": name,
@@ -286,6 +301,8 @@ def compare_models(
                 "centroid_gap": centroid_gap(emb.image, emb.text),
                 "distribution_gap": distribution_gap(emb.image, emb.text),
                 "zero_shot_accuracy": zero_shot_accuracy(labelled, class_embeddings)["accuracy"],
+                "i2t_R@1": recall["i2t_R@1"],
+                "t2i_R@1": recall["t2i_R@1"],
             }
         )
     return pd.DataFrame(rows)

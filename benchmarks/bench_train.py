@@ -1,0 +1,434 @@
+"""Training throughput and peak memory of the TPC-CMA trainer, and what CMA + scheduler cost.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/bench_train.py                       # CPU: towers + TinyCLIP-test
+    .venv/bin/python benchmarks/bench_train.py --backend open_clip --model ViT-B-32 \\
+        --device cuda --amp bf16 --image-size 224                    # GPU (benchmarks/gpu_open_clip.sh)
+
+**What is timed.** One optimisation step of :func:`tpccma_lib.train.train` (forward, loss,
+backward, gradient clipping, AdamW) on synthetic batches of ``--batch`` pairs, for these
+variants, all with the same model, batch and data:
+
+- ``clip``: contrastive loss only (``alpha_target=0``);
+- ``clip+cma``: ``L_clip + 0.5 L_CMA`` (Bures distribution term), one backward of the sum
+  (gradient-aware scheduling off, no telemetry);
+- ``clip+cma+scheduler``: the default TPC-CMA step: two backward passes (``g_clip`` and
+  ``g_align`` separately), PCGrad projection and norm cap, on every step;
+- ``clip+cma+scheduler/10``: the same, measuring the two gradients every 10th step only
+  (``measure_every=10``; one backward in between);
+- ``open_clip_train`` (open_clip backend only): open_clip's own training loop,
+  ``open_clip_train.train.train_one_epoch``, driven on the same batches with an open_clip
+  model of the same architecture (contrastive loss, same clipping and optimizer).
+
+Backends: ``towers`` = the embedded default's trainable part (linear heads 1280 -> D and
+384 -> D on random tower features, as the cached-feature path trains them); ``open_clip`` =
+a full CLIP with random weights on random pixels (``--image-size`` px) and tokenised synthetic
+captions; TinyCLIP-test (2 layers, width 128, 32 px) on CPU by default, ViT-B-32 on a GPU.
+
+**How.** A step's time is the gap between two consecutive batch fetches (the trainer asks
+for one batch per step; on CUDA the clock synchronises first), over ``--steps`` steps after
+``--warmup`` steps. Variants run interleaved (``--repeats`` rounds, the order rotated each
+round); reported: the median step time over all rounds, samples/s = batch / median, and each
+variant's cost as the median over rounds of its ratio to ``clip`` in the same round (and the
+ratio of ``clip`` to ``open_clip_train``). Peak memory: CUDA, ``torch.cuda.max_memory_allocated``
+during the variant's runs; CPU, the peak resident set size of a fresh subprocess that builds
+the same model and data and runs the variant for a few steps (``ru_maxrss``), and the same
+minus an idle subprocess that only builds them (``train_extra_mb``). Checkpoint writes are
+switched off (they are outside the timed window anyway). Results:
+``benchmarks/results/bench_train_<device>.csv`` (one row per backend and variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+import torch
+
+from tpccma_lib.models import ModelConfig, create_model
+from tpccma_lib.train import InputSource, TrainConfig, train
+
+RESULTS = Path(__file__).resolve().parent / "results"
+OURS = ("clip", "clip+cma", "clip+cma+scheduler", "clip+cma+scheduler/10")
+OPEN_CLIP_TRAIN = "open_clip_train"
+DEFAULT_MODEL = {"towers": "effnetlite0-minilm", "open_clip": "TinyCLIP-test"}
+LR = 1e-5  # small: random-init models stay finite; the value does not change the cost
+
+
+@dataclass(frozen=True)
+class Settings:
+    """One benchmark configuration (a backend on a device)."""
+
+    backend: str  # "towers" or "open_clip"
+    model: str  # towers pair or open_clip model name
+    device: str  # "cpu" or "cuda"
+    amp: str  # "none", "bf16" or "fp16"
+    image_size: int | None  # open_clip input size in px (None: the model's own)
+    batch: int  # pairs per step
+    steps: int  # timed steps per run
+    warmup: int  # untimed steps at the start of each run
+    repeats: int  # interleaved rounds
+    embed_dim: int  # towers: shared dimension D
+    seed: int
+
+
+# ---------------------------------------------------------------- models and data
+def build_model(s: Settings) -> Any:
+    """The DualEncoder our trainer trains (random init)."""
+    if s.backend == "towers":
+        return create_model(ModelConfig(backend="towers", name=s.model, embed_dim=s.embed_dim))
+    return create_model(ModelConfig(backend="open_clip", name=s.model, pretrained=None))
+
+
+def _image_size(model: Any, s: Settings) -> int:
+    if s.image_size is not None:
+        return s.image_size
+    size = model.clip.visual.image_size
+    return int(size[0] if isinstance(size, (tuple, list)) else size)
+
+
+@dataclass
+class Pool:
+    """One batch of synthetic model inputs, on the device (no host-to-device copy timed)."""
+
+    image: torch.Tensor  # (B, 1280) features or (B, 3, S, S) pixels
+    text: torch.Tensor  # (B, 384) features or (B, L) token ids
+
+
+def make_pool(model: Any, s: Settings, device: torch.device) -> Pool:
+    g = torch.Generator().manual_seed(s.seed)
+    if s.backend == "towers":
+        latent = torch.randn(s.batch, 16, generator=g)
+        image = torch.relu(latent @ torch.randn(16, 1280, generator=g)) + 0.5
+        text = latent @ torch.randn(16, 384, generator=g)
+    else:
+        size = _image_size(model, s)
+        image = torch.randn(s.batch, 3, size, size, generator=g)
+        colours, shapes = ("red", "green", "blue", "yellow"), ("circle", "square", "star")
+        captions = [
+            f"a photo of {1 + i % 3} {colours[i % 4]} {shapes[i % 3]}s, number {i}"
+            for i in range(s.batch)
+        ]
+        text = model.text_inputs(captions)
+    return Pool(image.to(device), text.to(device))
+
+
+class StepClock:
+    """Timestamps of successive batch fetches (= step boundaries)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stamps: list[float] = []
+
+    def tick(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.stamps.append(time.perf_counter())
+
+    def step_times(self, warmup: int) -> list[float]:
+        """Durations of the steps after ``warmup`` (the last step has no end stamp: dropped)."""
+        stamps = self.stamps[warmup:]
+        return [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+
+
+def clocked_source(pool: Pool, clock: StepClock) -> InputSource:
+    def image_fn(idx: np.ndarray) -> torch.Tensor:
+        clock.tick()
+        return pool.image[torch.as_tensor(idx, device=pool.image.device)]
+
+    def text_fn(idx: np.ndarray) -> torch.Tensor:
+        return pool.text[torch.as_tensor(idx, device=pool.text.device)]
+
+    n = pool.image.shape[0]
+    return InputSource(image_fn, text_fn, np.arange(n, dtype=np.int64), n)
+
+
+def train_config(variant: str, s: Settings, total_steps: int) -> TrainConfig:
+    common = dict(
+        steps=total_steps,
+        batch_size=s.batch,
+        lr=LR,
+        warmup_steps=1,
+        amp=s.amp,
+        device=s.device,
+        seed=s.seed,
+        warmup_fraction=0.0,
+        ramp_fraction=0.0,
+        checkpoint_every=10**9,
+        log_every=10**9,
+    )
+    if variant == "clip":
+        return TrainConfig(alpha_target=0.0, gradient_aware=False, **common)
+    if variant == "clip+cma":
+        return TrainConfig(alpha_target=0.5, gradient_aware=False, measure_every=10**9, **common)
+    if variant == "clip+cma+scheduler":
+        return TrainConfig(alpha_target=0.5, gradient_aware=True, measure_every=1, **common)
+    if variant == "clip+cma+scheduler/10":
+        return TrainConfig(alpha_target=0.5, gradient_aware=True, measure_every=10, **common)
+    raise ValueError(f"unknown variant {variant!r}; choose from {OURS}.")
+
+
+def run_ours(variant: str, model: Any, pool: Pool, s: Settings, steps: int) -> list[float]:
+    """``steps`` timed steps of our trainer (after ``s.warmup``) -> step durations in s."""
+    device = torch.device(s.device)
+    clock = StepClock(device)
+    cfg = train_config(variant, s, s.warmup + steps + 1)
+    with tempfile.TemporaryDirectory() as out, mock.patch("tpccma_lib.train.atomic_torch_save"):
+        train(model, clocked_source(pool, clock), cfg, out, resume=False, progress=False)
+    return clock.step_times(s.warmup)
+
+
+# ---------------------------------------------------------------- open_clip's own loop
+class _ClockedLoader:
+    """What ``train_one_epoch`` iterates: the same batch ``n`` times, clocked."""
+
+    def __init__(self, pool: Pool, n: int, clock: StepClock) -> None:
+        self.pool, self.clock = pool, clock
+        self.num_batches = n
+        self.num_samples = n * pool.image.shape[0]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _ in range(self.num_batches):
+            self.clock.tick()
+            yield self.pool.image, self.pool.text
+
+
+def build_open_clip_train_model(s: Settings) -> torch.nn.Module:
+    """The same architecture as ``build_model`` as a plain open_clip model (own logit scale)."""
+    import open_clip
+
+    from tpccma_lib.models.open_clip_backend import register_bundled_configs
+
+    register_bundled_configs()
+    kwargs = {"force_image_size": s.image_size} if s.image_size else {}
+    return open_clip.create_model(s.model, pretrained=None, **kwargs).to(s.device)
+
+
+def run_open_clip_train(model: torch.nn.Module, pool: Pool, s: Settings, steps: int) -> list[float]:
+    """``steps`` timed steps of ``open_clip_train.train.train_one_epoch`` on ``pool``."""
+    import logging
+
+    import open_clip
+    from open_clip_train.train import train_one_epoch
+
+    logging.getLogger().setLevel(logging.WARNING)  # its per-step log line is not timed work
+    device = torch.device(s.device)
+    clock = StepClock(device)
+    precision = {"none": "fp32", "bf16": "amp_bf16", "fp16": "amp"}[s.amp]
+    scaler = torch.amp.GradScaler("cuda") if s.amp == "fp16" else None
+    args = argparse.Namespace(
+        device=s.device, precision=precision, distill=False, accum_freq=1, skip_scheduler=True,
+        horovod=False, grad_clip_norm=1.0, log_every_n_steps=10**9, batch_size=s.batch,
+        world_size=1, rank=0, local_rank=0, wandb=False,
+    )  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=LR, weight_decay=0.1
+    )
+    loader = _ClockedLoader(pool, s.warmup + steps + 1, clock)
+    data = {"train": argparse.Namespace(dataloader=loader, set_epoch=lambda epoch: None)}
+    train_one_epoch(model, data, open_clip.ClipLoss(), 0, optimizer, scaler, None, None, args)
+    return clock.step_times(s.warmup)
+
+
+# ---------------------------------------------------------------- memory
+def _rss_probe(variant: str, s: Settings) -> float:
+    """Peak RSS (MB) of this process after building model + data and running ``variant``."""
+    model = build_model(s)
+    pool = make_pool(model, s, torch.device(s.device))
+    if variant == OPEN_CLIP_TRAIN:
+        run_open_clip_train(build_open_clip_train_model(s), pool, s, steps=3)
+    elif variant != "idle":
+        run_ours(variant, model, pool, s, steps=3)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KB
+
+
+def cpu_peak_rss(variant: str, s: Settings) -> float:
+    """Peak RSS in MB of a fresh subprocess running ``variant`` (see :func:`_rss_probe`)."""
+    payload = json.dumps({"variant": variant, "settings": asdict(s)})
+    out = subprocess.run(
+        [sys.executable, __file__, "--memory-probe", payload],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------- the benchmark
+def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
+    """Interleaved timing of every variant of ``s``; one CSV row per variant."""
+    device = torch.device(s.device)
+    torch.manual_seed(s.seed)
+    variants = list(OURS) + ([OPEN_CLIP_TRAIN] if with_open_clip_train else [])
+    models = {v: build_model(s) for v in OURS}
+    pool = make_pool(models["clip"], s, device)
+    if with_open_clip_train:
+        models[OPEN_CLIP_TRAIN] = build_open_clip_train_model(s)
+    times: dict[str, list[float]] = {v: [] for v in variants}
+    round_medians: list[dict[str, float]] = []
+    peak_cuda: dict[str, float] = dict.fromkeys(variants, 0.0)
+    for r in range(s.repeats):
+        order = variants[r % len(variants) :] + variants[: r % len(variants)]
+        medians = {}
+        for v in order:
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            if v == OPEN_CLIP_TRAIN:
+                step_times = run_open_clip_train(models[v], pool, s, s.steps)
+            else:
+                step_times = run_ours(v, models[v], pool, s, s.steps)
+            if device.type == "cuda":
+                peak = torch.cuda.max_memory_allocated(device) / 2**20
+                peak_cuda[v] = max(peak_cuda[v], peak)
+            times[v] += step_times
+            medians[v] = statistics.median(step_times)
+            print(
+                f"  round {r + 1}/{s.repeats} {s.backend:9s} {v:22s} "
+                f"{1000 * medians[v]:8.1f} ms/step",
+                flush=True,
+            )
+        round_medians.append(medians)
+    if device.type == "cpu":
+        idle = cpu_peak_rss("idle", s)
+        peak_rss = {v: cpu_peak_rss(v, s) for v in variants}
+    rows = []
+    for v in variants:
+        median = statistics.median(times[v])
+        ratio = statistics.median(m[v] / m["clip"] for m in round_medians)
+        row: dict[str, Any] = {
+            **{k: getattr(s, k) for k in ("backend", "model", "device", "amp", "batch")},
+            "image_size": (
+                _image_size(models["clip"], s) if s.backend == "open_clip" else "features"
+            ),
+            "variant": v,
+            "median_step_ms": 1000 * median,
+            "samples_per_s": s.batch / median,
+            "ratio_to_clip": ratio,
+            "ratio_clip_to_open_clip_train": (
+                statistics.median(m["clip"] / m[OPEN_CLIP_TRAIN] for m in round_medians)
+                if with_open_clip_train and v == "clip"
+                else ""
+            ),
+            "timed_steps": len(times[v]),
+            "repeats": s.repeats,
+        }
+        if device.type == "cuda":
+            row.update(peak_memory_mb=peak_cuda[v], memory_kind="cuda max_memory_allocated")
+            row["train_extra_mb"] = ""
+        else:
+            row.update(peak_memory_mb=peak_rss[v], memory_kind="peak RSS of a subprocess")
+            row["train_extra_mb"] = peak_rss[v] - idle
+        row.update(
+            threads=torch.get_num_threads(),
+            torch=torch.__version__,
+            gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+            cpu=platform.processor() or platform.machine(),
+        )
+        rows.append(row)
+    return rows
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()}
+            )
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    print(
+        f"\n{'backend':9s} {'variant':22s} {'ms/step':>9s} {'samples/s':>10s} "
+        f"{'x clip':>7s} {'peak MB':>9s}"
+    )
+    for r in rows:
+        print(
+            f"{r['backend']:9s} {r['variant']:22s} {r['median_step_ms']:9.1f} "
+            f"{r['samples_per_s']:10.0f} {r['ratio_to_clip']:7.2f} {r['peak_memory_mb']:9.0f}"
+        )
+        if r["ratio_clip_to_open_clip_train"] != "":
+            print(f"{'':9s} {'clip / open_clip_train':22s} {r['ratio_clip_to_open_clip_train']:9.2f}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backend", choices=("towers", "open_clip", "both"), default="both")
+    p.add_argument("--model", default=None, help="default: effnetlite0-minilm / TinyCLIP-test")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--amp", choices=("none", "bf16", "fp16"), default="none")
+    p.add_argument("--image-size", type=int, default=None, help="open_clip input px")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=None, help="timed steps per run")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--embed-dim", type=int, default=256, help="towers: shared dimension")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="CSV (default results/bench_train_<device>.csv)")
+    p.add_argument("--no-open-clip-train", action="store_true", help="skip open_clip's loop")
+    p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.memory_probe:
+        payload = json.loads(args.memory_probe)
+        print(_rss_probe(payload["variant"], Settings(**payload["settings"])))
+        return 0
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but no CUDA device is visible; use --device cpu.")
+    backends = ("towers", "open_clip") if args.backend == "both" else (args.backend,)
+    rows: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    for backend in backends:
+        on_gpu = args.device.startswith("cuda")
+        steps = args.steps or (20 if on_gpu or backend == "towers" else 8)
+        s = Settings(
+            backend=backend,
+            model=args.model if args.model and args.backend != "both" else DEFAULT_MODEL[backend],
+            device=args.device,
+            amp=args.amp,
+            image_size=args.image_size if backend == "open_clip" else None,
+            batch=args.batch,
+            steps=steps,
+            warmup=args.warmup,
+            repeats=args.repeats,
+            embed_dim=args.embed_dim,
+            seed=args.seed,
+        )
+        print(f"{backend}: {s.model} on {s.device}, batch {s.batch}, amp {s.amp}", flush=True)
+        rows += benchmark(s, with_open_clip_train=backend == "open_clip" and not args.no_open_clip_train)
+    out = Path(args.out) if args.out else RESULTS / f"bench_train_{args.device.split(':')[0]}.csv"
+    write_csv(rows, out)
+    print_table(rows)
+    print(f"\nwrote {out} ({time.perf_counter() - started:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -32,9 +32,10 @@ for one batch per step; on CUDA the clock synchronises first), over ``--steps`` 
 round); reported: the median step time over all rounds, samples/s = batch / median, and each
 variant's cost as the median over rounds of its ratio to ``clip`` in the same round (and the
 ratio of ``clip`` to ``open_clip_train``). Peak memory: CUDA, ``torch.cuda.max_memory_allocated``
-during the variant's runs; CPU, the peak resident set size of a fresh subprocess that builds
-the same model and data and runs the variant for a few steps (``ru_maxrss``), and the same
-minus an idle subprocess that only builds them (``train_extra_mb``). Checkpoint writes are
+during the variant's runs (``train_extra_mb``: above what was allocated before the run, i.e.
+without the resident models and data); CPU, the peak resident set size of a fresh subprocess
+that builds the same model and data, resets the kernel's peak counter (``/proc/self/clear_refs``)
+and runs the variant for a few steps (``train_extra_mb``: above its RSS before training). Checkpoint writes are
 switched off (they are outside the timed window anyway). Results:
 ``benchmarks/results/bench_train_<device>.csv`` (one row per backend and variant).
 """
@@ -45,15 +46,13 @@ import argparse
 import csv
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -96,11 +95,21 @@ def build_model(s: Settings) -> Any:
     return create_model(ModelConfig(backend="open_clip", name=s.model, pretrained=None))
 
 
-def _image_size(model: Any, s: Settings) -> int:
-    if s.image_size is not None:
-        return s.image_size
-    size = model.clip.visual.image_size
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
+def native_image_size(s: Settings) -> int:
+    """Input size in px of open_clip model ``s.model`` (from its config)."""
+    import open_clip
+
+    from tpccma_lib.models.open_clip_backend import register_bundled_configs
+
+    register_bundled_configs()
+    size = open_clip.get_model_config(s.model)["vision_cfg"]["image_size"]
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    if s.image_size is not None and s.image_size != size:
+        raise SystemExit(
+            f"{s.model} takes {size} px images; --image-size {s.image_size} does not match "
+            "(drop the flag or pass the model's size)."
+        )
+    return size
 
 
 @dataclass
@@ -111,21 +120,24 @@ class Pool:
     text: torch.Tensor  # (B, 384) features or (B, L) token ids
 
 
-def make_pool(model: Any, s: Settings, device: torch.device) -> Pool:
+def make_pool(s: Settings, device: torch.device) -> Pool:
+    """Random tower features (towers) or random pixels + tokenised synthetic captions."""
     g = torch.Generator().manual_seed(s.seed)
     if s.backend == "towers":
         latent = torch.randn(s.batch, 16, generator=g)
         image = torch.relu(latent @ torch.randn(16, 1280, generator=g)) + 0.5
         text = latent @ torch.randn(16, 384, generator=g)
     else:
-        size = _image_size(model, s)
+        import open_clip
+
+        size = native_image_size(s)
         image = torch.randn(s.batch, 3, size, size, generator=g)
         colours, shapes = ("red", "green", "blue", "yellow"), ("circle", "square", "star")
         captions = [
             f"a photo of {1 + i % 3} {colours[i % 4]} {shapes[i % 3]}s, number {i}"
             for i in range(s.batch)
         ]
-        text = model.text_inputs(captions)
+        text = open_clip.get_tokenizer(s.model)(captions)
     return Pool(image.to(device), text.to(device))
 
 
@@ -216,8 +228,8 @@ def build_open_clip_train_model(s: Settings) -> torch.nn.Module:
     from tpccma_lib.models.open_clip_backend import register_bundled_configs
 
     register_bundled_configs()
-    kwargs = {"force_image_size": s.image_size} if s.image_size else {}
-    return open_clip.create_model(s.model, pretrained=None, **kwargs).to(s.device)
+    # open_clip_train builds its model with output_dict=True (main.py); so do we
+    return open_clip.create_model(s.model, pretrained=None, output_dict=True).to(s.device)
 
 
 def run_open_clip_train(model: torch.nn.Module, pool: Pool, s: Settings, steps: int) -> list[float]:
@@ -247,43 +259,79 @@ def run_open_clip_train(model: torch.nn.Module, pool: Pool, s: Settings, steps: 
 
 
 # ---------------------------------------------------------------- memory
-def _rss_probe(variant: str, s: Settings) -> float:
-    """Peak RSS (MB) of this process after building model + data and running ``variant``."""
-    model = build_model(s)
-    pool = make_pool(model, s, torch.device(s.device))
+def _proc_status_mb(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return float(line.split()[1]) / 1024.0  # kB -> MB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM (the peak RSS) to the current RSS; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss_probe(variant: str, s: Settings) -> tuple[float, float]:
+    """(peak RSS, RSS before training) in MB of this process for ``variant``.
+
+    Builds the data and the model (``open_clip_train``: open_clip's model instead of ours), resets the kernel's peak-RSS counter, runs a few steps and reads
+    the new peak, so import-time peaks do not count.
+    """
+    pool = make_pool(s, torch.device(s.device))
+    model = build_open_clip_train_model(s) if variant == OPEN_CLIP_TRAIN else build_model(s)
+    before = _proc_status_mb("VmRSS")
+    if not _reset_peak_rss():
+        raise RuntimeError("cannot reset the peak RSS (/proc/self/clear_refs not writable)")
     if variant == OPEN_CLIP_TRAIN:
-        run_open_clip_train(build_open_clip_train_model(s), pool, s, steps=3)
-    elif variant != "idle":
+        run_open_clip_train(model, pool, s, steps=3)
+    else:
         run_ours(variant, model, pool, s, steps=3)
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KB
+    return _proc_status_mb("VmHWM"), before
 
 
-def cpu_peak_rss(variant: str, s: Settings) -> float:
-    """Peak RSS in MB of a fresh subprocess running ``variant`` (see :func:`_rss_probe`)."""
+def cpu_peak_rss(variant: str, s: Settings, threads: int) -> tuple[float, float]:
+    """(peak RSS while training, RSS before) in MB of a fresh subprocess (:func:`_rss_probe`)."""
     payload = json.dumps({"variant": variant, "settings": asdict(s)})
     out = subprocess.run(
-        [sys.executable, __file__, "--memory-probe", payload],
+        [sys.executable, __file__, "--threads", str(threads), "--memory-probe", payload],
         check=True,
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
-    return float(out.stdout.strip().splitlines()[-1])
+    peak, before = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(peak), float(before)
 
 
 # ---------------------------------------------------------------- the benchmark
+def _run(variant: str, model: Any, pool: Pool, s: Settings) -> list[float]:
+    if variant == OPEN_CLIP_TRAIN:
+        return run_open_clip_train(model, pool, s, s.steps)
+    return run_ours(variant, model, pool, s, s.steps)
+
+
 def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
-    """Interleaved timing of every variant of ``s``; one CSV row per variant."""
+    """Interleaved timing of every variant of ``s``; one CSV row per variant.
+
+    Our variants share one model (its weights drift from run to run, which does not change
+    the cost); open_clip's loop gets its own model of the same architecture.
+    """
     device = torch.device(s.device)
     torch.manual_seed(s.seed)
     variants = list(OURS) + ([OPEN_CLIP_TRAIN] if with_open_clip_train else [])
-    models = {v: build_model(s) for v in OURS}
-    pool = make_pool(models["clip"], s, device)
+    ours = build_model(s)
+    models = dict.fromkeys(OURS, ours)
     if with_open_clip_train:
         models[OPEN_CLIP_TRAIN] = build_open_clip_train_model(s)
+    pool = make_pool(s, device)
     times: dict[str, list[float]] = {v: [] for v in variants}
     round_medians: list[dict[str, float]] = []
-    peak_cuda: dict[str, float] = dict.fromkeys(variants, 0.0)
+    peak_cuda = dict.fromkeys(variants, 0.0)  # MB, absolute
+    extra_cuda = dict.fromkeys(variants, 0.0)  # MB above what was allocated before the run
     for r in range(s.repeats):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
         medians = {}
@@ -291,13 +339,12 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats(device)
-            if v == OPEN_CLIP_TRAIN:
-                step_times = run_open_clip_train(models[v], pool, s, s.steps)
-            else:
-                step_times = run_ours(v, models[v], pool, s, s.steps)
+                before = torch.cuda.memory_allocated(device)
+            step_times = _run(v, models[v], pool, s)
             if device.type == "cuda":
-                peak = torch.cuda.max_memory_allocated(device) / 2**20
-                peak_cuda[v] = max(peak_cuda[v], peak)
+                peak = torch.cuda.max_memory_allocated(device)
+                peak_cuda[v] = max(peak_cuda[v], peak / 2**20)
+                extra_cuda[v] = max(extra_cuda[v], (peak - before) / 2**20)
             times[v] += step_times
             medians[v] = statistics.median(step_times)
             print(
@@ -306,43 +353,39 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
                 flush=True,
             )
         round_medians.append(medians)
-    if device.type == "cpu":
-        idle = cpu_peak_rss("idle", s)
-        peak_rss = {v: cpu_peak_rss(v, s) for v in variants}
+    if device.type == "cuda":
+        peak_memory, extra_memory, kind = peak_cuda, extra_cuda, "cuda max_memory_allocated"
+    else:
+        probes = {v: cpu_peak_rss(v, s, torch.get_num_threads()) for v in variants}
+        peak_memory = {v: peak for v, (peak, _) in probes.items()}
+        extra_memory = {v: peak - before for v, (peak, before) in probes.items()}
+        kind = "peak RSS while training (subprocess)"
     rows = []
     for v in variants:
         median = statistics.median(times[v])
-        ratio = statistics.median(m[v] / m["clip"] for m in round_medians)
-        row: dict[str, Any] = {
-            **{k: getattr(s, k) for k in ("backend", "model", "device", "amp", "batch")},
-            "image_size": (
-                _image_size(models["clip"], s) if s.backend == "open_clip" else "features"
-            ),
-            "variant": v,
-            "median_step_ms": 1000 * median,
-            "samples_per_s": s.batch / median,
-            "ratio_to_clip": ratio,
-            "ratio_clip_to_open_clip_train": (
-                statistics.median(m["clip"] / m[OPEN_CLIP_TRAIN] for m in round_medians)
-                if with_open_clip_train and v == "clip"
-                else ""
-            ),
-            "timed_steps": len(times[v]),
-            "repeats": s.repeats,
-        }
-        if device.type == "cuda":
-            row.update(peak_memory_mb=peak_cuda[v], memory_kind="cuda max_memory_allocated")
-            row["train_extra_mb"] = ""
-        else:
-            row.update(peak_memory_mb=peak_rss[v], memory_kind="peak RSS of a subprocess")
-            row["train_extra_mb"] = peak_rss[v] - idle
-        row.update(
-            threads=torch.get_num_threads(),
-            torch=torch.__version__,
-            gpu=torch.cuda.get_device_name(device) if device.type == "cuda" else "",
-            cpu=platform.processor() or platform.machine(),
+        rows.append(
+            {
+                **{k: getattr(s, k) for k in ("backend", "model", "device", "amp", "batch")},
+                "image_size": native_image_size(s) if s.backend == "open_clip" else "features",
+                "variant": v,
+                "median_step_ms": 1000 * median,
+                "samples_per_s": s.batch / median,
+                "ratio_to_clip": statistics.median(m[v] / m["clip"] for m in round_medians),
+                "ratio_clip_to_open_clip_train": (
+                    statistics.median(m["clip"] / m[OPEN_CLIP_TRAIN] for m in round_medians)
+                    if with_open_clip_train and v == "clip"
+                    else ""
+                ),
+                "peak_memory_mb": peak_memory[v],
+                "train_extra_mb": extra_memory[v],
+                "memory_kind": kind,
+                "timed_steps": len(times[v]),
+                "repeats": s.repeats,
+                "threads": torch.get_num_threads(),
+                "torch": torch.__version__,
+                "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
+            }
         )
-        rows.append(row)
     return rows
 
 
@@ -368,7 +411,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             f"{r['samples_per_s']:10.0f} {r['ratio_to_clip']:7.2f} {r['peak_memory_mb']:9.0f}"
         )
         if r["ratio_clip_to_open_clip_train"] != "":
-            print(f"{'':9s} {'clip / open_clip_train':22s} {r['ratio_clip_to_open_clip_train']:9.2f}")
+            print(
+                f"{'':9s} {'clip / open_clip_train':22s} {r['ratio_clip_to_open_clip_train']:9.2f}"
+            )
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -398,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.memory_probe:
         payload = json.loads(args.memory_probe)
-        print(_rss_probe(payload["variant"], Settings(**payload["settings"])))
+        print(json.dumps(_rss_probe(payload["variant"], Settings(**payload["settings"]))))
         return 0
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda but no CUDA device is visible; use --device cpu.")
@@ -422,7 +467,9 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
         )
         print(f"{backend}: {s.model} on {s.device}, batch {s.batch}, amp {s.amp}", flush=True)
-        rows += benchmark(s, with_open_clip_train=backend == "open_clip" and not args.no_open_clip_train)
+        rows += benchmark(
+            s, with_open_clip_train=backend == "open_clip" and not args.no_open_clip_train
+        )
     out = Path(args.out) if args.out else RESULTS / f"bench_train_{args.device.split(':')[0]}.csv"
     write_csv(rows, out)
     print_table(rows)

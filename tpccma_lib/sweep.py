@@ -17,6 +17,15 @@ A run whose ``done.json`` exists (with the same parameters) is skipped on a reru
 is recorded in the summary (status, error, executed notebook) and does not stop the others.
 Runs of one seed share a base model (pretrained on first use), so the first run of each seed
 finishes before the other runs of that seed start; everything else runs ``jobs`` at a time.
+
+The module also holds the two ends of a run that the notebooks call:
+
+* evaluating one run (notebook 04): :func:`evaluate_roles` (base model, its post-hoc fixes and
+  the fine-tuned model, one caption decoder per model), :func:`results_table`,
+  :func:`compare_roles`, :func:`sample_captions`;
+* analysing a sweep (notebook 05): :func:`collect` -> :func:`sweep_points` ->
+  :func:`tradeoff_table` / :func:`tradeoff_summary` (the Pareto plot), :func:`r2_analysis`
+  (which gap metric predicts which task metric) and :func:`paper_comparison`.
 """
 
 from __future__ import annotations

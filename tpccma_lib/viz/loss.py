@@ -275,6 +275,6 @@ def training_curves_figure(
                 row=row_index + 1,
                 col=col_index + 1,
             )
-    fig.update_xaxes(title_text="step")
+    fig.update_xaxes(title_text="step", row=n_rows)  # bottom row only: no clash with titles
     fig.update_layout(title=title, height=330 * n_rows)
     return fig

@@ -104,6 +104,7 @@ def _cov(x: np.ndarray) -> np.ndarray:
         ({"alpha": -0.1}, "alpha must be a number in [0, 1]"),
         ({"alpha": 1.5}, "alpha must be a number in [0, 1]"),
         ({"alpha": float("nan")}, "alpha must be a number in [0, 1]"),
+        ({"alpha": True}, "alpha must be a number in [0, 1]"),
         ({"centroid_weight": 2.0}, "centroid_weight must be"),
         ({"distribution_weight": -1.0}, "distribution_weight must be"),
         ({"n_points": 9}, "n_points must be at least 10"),

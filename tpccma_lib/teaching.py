@@ -110,7 +110,8 @@ class ExplorerSettings:
     def __post_init__(self) -> None:
         for name in ("alpha", "centroid_weight", "distribution_weight"):
             value = getattr(self, name)
-            if not (isinstance(value, (int, float, np.number)) and 0.0 <= value <= 1.0):
+            is_number = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+            if not (is_number and 0.0 <= value <= 1.0):
                 raise TeachingError(
                     f"{name} must be a number in [0, 1], got {value!r}; 0 leaves the base "
                     "model as it is, 1 removes that part of the gap completely."

@@ -45,6 +45,7 @@ from tpccma_lib.losses import (
 from tpccma_lib.train import PairBatcher
 
 __all__ = [
+    "DEFAULT_SHIFTS",
     "ToyError",
     "sphere_caps",
     "equal_mean_clouds",
@@ -69,6 +70,8 @@ __all__ = [
 ]
 
 PARAMETRISATIONS = ("linear", "points")
+#: Gap shifts lambda of :func:`gap_shift_curve`: -0.5, -0.4, ..., 1.5 (exact decimals).
+DEFAULT_SHIFTS = tuple(round(-0.5 + 0.1 * i, 10) for i in range(21))
 
 
 class ToyError(ValueError):
@@ -210,7 +213,7 @@ def _fixed_batches(n: int, batch_size: int, seed: int) -> list[np.ndarray]:
 def gap_shift_curve(
     emb: Embeddings,
     logit_scales: Sequence[float] = (10.0, 30.0, 100.0),
-    shifts: Sequence[float] = tuple(np.linspace(-0.5, 1.5, 21)),
+    shifts: Sequence[float] = DEFAULT_SHIFTS,
     batch_size: int = 256,
     seed: int = 0,
 ) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
@@ -229,9 +232,9 @@ def gap_shift_curve(
     image_np, text_np = emb.first_caption_pairs()
     image = torch.as_tensor(image_np, dtype=torch.float64)
     text = torch.as_tensor(text_np, dtype=torch.float64)
-    batches = [torch.as_tensor(b) for b in _fixed_batches(image.shape[0], batch_size, seed)]
     if image.shape[0] < 2:
         raise ToyError("gap_shift_curve needs at least 2 image-caption pairs.")
+    batches = [torch.as_tensor(b) for b in _fixed_batches(image.shape[0], batch_size, seed)]
 
     def loss_at(shift: Tensor, scale: float) -> Tensor:
         moved_image, moved_text = shift_along_gap(image, text, shift)

@@ -15,11 +15,18 @@ setup-dev:
 run: setup
 	$(VENV)/bin/tpccma report
 
-# Unit/property/DDP/CLI/browser tests, then every committed notebook re-executed under nbval.
+# Unit/property/DDP/CLI/browser tests, then the committed notebooks re-executed under nbval:
+# 01-03 compare every printed output (strict); 04-06 are executed cell by cell and fail on any
+# error, comparing only cells marked NBVAL_CHECK_OUTPUT (lax) until their stored outputs have
+# been verified stable (see README, "Tests").
+NBVAL := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
-	$(PY) -m pytest tests notebooks --nbval --nbval-current-env \
-		--nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest --nbval $(NBVAL) notebooks/01_gap_decomposition.ipynb \
+		notebooks/02_cma_loss.ipynb notebooks/03_curriculum_training.ipynb
+	$(PY) -m pytest --nbval-lax $(NBVAL) notebooks/04_evaluation.ipynb \
+		notebooks/05_alpha_sweep.ipynb notebooks/06_teaching_the_gap.ipynb
 
 lint:
 	$(PY) -m ruff check tpccma_lib tests benchmarks

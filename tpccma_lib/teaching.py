@@ -308,9 +308,10 @@ class GapExplorer:
         seed: the display order of points and the k-means seed / subsample.
         cache_size: explorer states kept (moving only ``n_points`` reuses them).
         threads: BLAS/OpenMP threads while moving and measuring (None: leave as set). The
-            matrices are small (D x D); one thread is as fast on an idle laptop, much faster
-            on a busy machine, and makes the summation order independent of the machine's
-            thread count.
+            matrices are small (D x D): with one thread a move costs ~80-130 ms of CPU on
+            the embedded default, and on a busy shared machine it was 4-10x faster than with
+            all threads (``benchmarks/bench_widgets.py``); it also makes the summation order,
+            hence the printed numbers, independent of the machine's thread count.
         label: names the data set and split in tables and read-outs (e.g.
             ``"captioned-shapes (...), test split"``).
     """

@@ -68,6 +68,7 @@ def run_notebook(
         parameters=parameters or {},
         kernel_name="python3",
         cwd=str(cwd or notebook_dir()),
+        store_widget_state=False,
         progress_bar=progress,
         log_output=False,
     )

@@ -49,7 +49,7 @@ def _markdown(frame: pd.DataFrame) -> str:
 
 def sweep_table(summary: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of the headline metrics per alpha_target (finished runs only)."""
-    done = summary[summary["status"] == "done"]
+    done = summary[summary["status"].isin(["done", "skipped"])]
     cols = [c for c in COLUMNS if c in done.columns]
     table = done[cols].groupby("alpha_target", as_index=False).mean(numeric_only=True)
     seeds = done.groupby("alpha_target")["seed"].nunique().to_numpy()
@@ -77,8 +77,8 @@ def update_readme(
     summary_csv = runs / "sweep" / "summary.csv"
     if summary_csv.exists():
         summary = pd.read_csv(summary_csv)
-        if (summary["status"] == "done").any():
-            n_seeds = summary.loc[summary.status == "done", "seed"].nunique()
+        if summary["status"].isin(["done", "skipped"]).any():
+            n_seeds = summary.loc[summary.status.isin(["done", "skipped"]), "seed"].nunique()
             body = (
                 "Measured by `tpccma sweep` (notebook 05) on **captioned shapes** (the embedded "
                 "default, a procedural stand-in for COCO/CIFAR-10), test split of 1000 images and "

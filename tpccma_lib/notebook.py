@@ -50,7 +50,7 @@ def setup_notebook(seed: int = 0, threads: int | None = None) -> NotebookPaths:
     import torch
 
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds legacy global-state code a notebook may call
     torch.manual_seed(seed)
     threads = threads or int(os.environ.get("TPCCMA_THREADS", "0")) or None
     if threads:

@@ -23,9 +23,9 @@ NBVAL := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p n
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
 	$(PY) -m pytest tests -p no:cacheprovider
-	$(PY) -m pytest --nbval $(NBVAL) notebooks/01_gap_decomposition.ipynb \
+	TPCCMA_THREADS=1 $(PY) -m pytest --nbval $(NBVAL) notebooks/01_gap_decomposition.ipynb \
 		notebooks/02_cma_loss.ipynb notebooks/03_curriculum_training.ipynb
-	$(PY) -m pytest --nbval-lax $(NBVAL) notebooks/04_evaluation.ipynb \
+	TPCCMA_THREADS=1 $(PY) -m pytest --nbval-lax $(NBVAL) notebooks/04_evaluation.ipynb \
 		notebooks/05_alpha_sweep.ipynb notebooks/06_teaching_the_gap.ipynb
 
 lint:

@@ -16,7 +16,7 @@ run: setup
 	$(VENV)/bin/tpccma report
 
 # Unit/property/DDP/CLI/browser tests, then the committed notebooks re-executed under nbval:
-# 01 and 03 compare every printed output (strict); 02 and 04-06 are executed cell by cell and fail on any
+# 01-03 compare every printed output (strict); 04-06 are executed cell by cell and fail on any
 # error, comparing only cells marked NBVAL_CHECK_OUTPUT (lax) until their stored outputs have
 # been verified stable (see README, "Tests").
 NBVAL := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
@@ -24,8 +24,8 @@ test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
 	$(PY) -m pytest tests -p no:cacheprovider
 	TPCCMA_THREADS=1 $(PY) -m pytest --nbval $(NBVAL) notebooks/01_gap_decomposition.ipynb \
-		notebooks/03_curriculum_training.ipynb
-	TPCCMA_THREADS=1 $(PY) -m pytest --nbval-lax $(NBVAL) notebooks/02_cma_loss.ipynb notebooks/04_evaluation.ipynb \
+		notebooks/02_cma_loss.ipynb notebooks/03_curriculum_training.ipynb
+	TPCCMA_THREADS=1 $(PY) -m pytest --nbval-lax $(NBVAL) notebooks/04_evaluation.ipynb \
 		notebooks/05_alpha_sweep.ipynb notebooks/06_teaching_the_gap.ipynb
 
 lint:

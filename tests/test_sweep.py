@@ -242,6 +242,21 @@ def test_rerun_skips_finished_and_retries_failed(tmp_path: Path) -> None:
     assert third.calls == [] and set(again.status) == {"skipped"}
 
 
+def test_smaller_grid_keeps_earlier_rows_in_summary_csv(tmp_path: Path) -> None:
+    """A later, smaller grid (notebook 05's stored one) keeps the full sweep's finished rows
+    in summary.csv; a row whose run folder lost its done.json is dropped."""
+    out = tmp_path / "sweep"
+    run_sweep([0.0, 0.1, 0.5], [0, 1], out, runner=FakeRunner(), progress=False)
+    run_paths(out, 0.1, 1).done.unlink()
+    small = run_sweep([0.0, 0.5], [0], out, runner=FakeRunner(), progress=False)
+    assert len(small) == 2  # the returned table is this grid's
+    on_disk = pd.read_csv(out / "summary.csv")
+    pairs = list(zip(on_disk.alpha_target, on_disk.seed, strict=True))
+    assert pairs == [(0.0, 0), (0.0, 1), (0.1, 0), (0.5, 0), (0.5, 1)]
+    row = on_disk[(on_disk.alpha_target == 0.1) & (on_disk.seed == 0)].iloc[0]
+    assert row.raw_gap == pytest.approx(_expected_headline(0.1, 0)["raw_gap"])
+
+
 def test_parameters_override_sweep_defaults(tmp_path: Path) -> None:
     runner = FakeRunner()
     run_sweep([0.0], [0], tmp_path, parameters={"ablation": True}, runner=runner, progress=False)
@@ -272,6 +287,40 @@ def test_run_sweep_rejects_bad_jobs_and_empty_grid(tmp_path: Path) -> None:
         run_sweep([0.0], [0], tmp_path, jobs=0, runner=FakeRunner())
     with pytest.raises(SweepError, match="empty"):
         run_sweep([], [0], tmp_path, runner=FakeRunner())
+
+
+def test_run_sweep_rejects_parameter_no_notebook_declares(tmp_path: Path) -> None:
+    with pytest.raises(SweepError, match=r"unknown notebook parameter.*'alpah_target'"):
+        run_sweep([0.0], [0], tmp_path, parameters={"alpah_target": 0.1, "steps": 10})
+
+
+def test_notebook_parameters_and_filtering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_notebook passes a notebook only the parameters its parameters cell declares."""
+    import nbformat
+    import papermill
+
+    from tpccma_lib import notebook_runner
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("steps = 3  # how many\nalpha_target = 0.0")
+    cell.metadata["tags"] = ["parameters"]
+    nb.cells = [cell, nbformat.v4.new_code_cell("print(steps)")]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    nbformat.write(nb, tmp_path / "99_toy.ipynb")
+    monkeypatch.setenv("TPCCMA_NOTEBOOKS", str(tmp_path))
+    assert notebook_runner.notebook_parameters("99_toy") == {"steps", "alpha_target"}
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(
+        papermill, "execute_notebook", lambda src, out, parameters, **kw: seen.update(parameters)
+    )
+    notebook_runner.run_notebook("99_toy", tmp_path / "out.ipynb", {"steps": 5, "ablation": False})
+    assert seen == {"steps": 5}
+    with pytest.raises(FileNotFoundError, match="no notebook"):
+        notebook_runner.notebook_parameters("98_missing")
 
 
 def test_done_marker_written_atomically(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 __all__ = [
     "NOTEBOOKS",
     "notebook_dir",
+    "notebook_parameters",
     "run_notebook",
     "run_all",
     "write_report",
@@ -47,6 +48,16 @@ def _available() -> list[str]:
     return [n for n in NOTEBOOKS if (notebook_dir() / f"{n}.ipynb").exists()]
 
 
+def notebook_parameters(name: str) -> frozenset[str]:
+    """Names of the papermill parameters notebook ``name`` declares (its "parameters" cell)."""
+    import papermill as pm
+
+    src = notebook_dir() / f"{name}.ipynb"
+    if not src.exists():
+        raise FileNotFoundError(f"no notebook {src}; available: {_available()}")
+    return frozenset(pm.inspect_notebook(str(src)))
+
+
 def run_notebook(
     name: str,
     out_path: str | os.PathLike[str],
@@ -54,18 +65,22 @@ def run_notebook(
     cwd: str | os.PathLike[str] | None = None,
     progress: bool = False,
 ) -> Path:
-    """Execute ``notebooks/<name>.ipynb`` with papermill ``parameters`` into ``out_path``."""
+    """Execute ``notebooks/<name>.ipynb`` with papermill ``parameters`` into ``out_path``.
+
+    Parameters the notebook does not declare are left out (callers such as the sweep pass one
+    set of parameters to several notebooks; :func:`notebook_parameters` lists a notebook's).
+    """
     import papermill as pm
 
     src = notebook_dir() / f"{name}.ipynb"
-    if not src.exists():
-        raise FileNotFoundError(f"no notebook {src}; available: {_available()}")
+    declared = notebook_parameters(name)
+    parameters = {k: v for k, v in (parameters or {}).items() if k in declared}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     pm.execute_notebook(
         str(src),
         str(out_path),
-        parameters=parameters or {},
+        parameters=parameters,
         kernel_name="python3",
         cwd=str(cwd or notebook_dir()),
         store_widget_state=False,
@@ -145,10 +160,22 @@ def write_report(
 
 
 def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:
-    """Re-execute notebooks in place so their committed outputs are fresh (on purpose only)."""
+    """Re-execute notebooks in place so their committed outputs are fresh (on purpose only).
+
+    Kernels get ``TPCCMA_THREADS=1``, as under the test command's nbval run, so the stored
+    outputs are those nbval recomputes.
+    """
     out = []
-    for name in names or _available():
-        src = notebook_dir() / f"{name}.ipynb"
-        print(f"==> refreshing {src}", flush=True, file=sys.stderr)
-        out.append(run_notebook(name, src))
+    saved = os.environ.get("TPCCMA_THREADS")
+    os.environ["TPCCMA_THREADS"] = "1"
+    try:
+        for name in names or _available():
+            src = notebook_dir() / f"{name}.ipynb"
+            print(f"==> refreshing {src}", flush=True, file=sys.stderr)
+            out.append(run_notebook(name, src))
+    finally:
+        if saved is None:
+            os.environ.pop("TPCCMA_THREADS", None)
+        else:
+            os.environ["TPCCMA_THREADS"] = saved
     return out

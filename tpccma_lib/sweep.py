@@ -365,6 +365,19 @@ def run_one(
 
 
 # --------------------------------------------------------------------------- the sweep
+def _check_parameter_names(parameters: dict[str, Any]) -> None:
+    """Refuse a parameter that neither notebook 03 nor 04 declares (a typo would be ignored)."""
+    from tpccma_lib.notebook_runner import notebook_parameters
+
+    known = notebook_parameters("03_curriculum_training") | notebook_parameters("04_evaluation")
+    unknown = sorted(set(parameters) - known)
+    if unknown:
+        raise SweepError(
+            f"unknown notebook parameter(s) {unknown}: neither notebook 03 nor 04 declares "
+            f"them. Known names: {sorted(known)}."
+        )
+
+
 @contextmanager
 def _kernel_env(env: dict[str, str]) -> Iterator[None]:
     """Set environment variables (inherited by kernels started meanwhile); restore after."""
@@ -418,6 +431,8 @@ def run_sweep(
     """
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}.")
+    if runner is None:
+        _check_parameter_names(parameters or {})
     if not alphas or not seeds:
         raise SweepError("the grid is empty: give at least one alpha and one seed.")
     ordered = sorted({float(a) for a in alphas})
@@ -452,8 +467,33 @@ def run_sweep(
                     for later in chains[seed][1:]:
                         pending[submit(pool, later, seed)] = (later, seed)
     summary = summarize(rows)
-    _write_atomic(out_dir / "summary.csv", summary.to_csv(index=False))
+    _write_atomic(
+        out_dir / "summary.csv", _merged_with_earlier(summary, out_dir).to_csv(index=False)
+    )
     return summary
+
+
+def _merged_with_earlier(summary: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
+    """``summary`` plus the rows of an earlier ``summary.csv`` for other (alpha, seed) whose
+    runs are still finished (``done.json``), so a smaller grid run later (e.g. notebook 05's
+    stored one) does not drop the full sweep's rows from the file the README reads."""
+    path = out_dir / "summary.csv"
+    try:
+        earlier = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError):
+        return summary
+    if not {"alpha_target", "seed", "status"} <= set(earlier.columns):
+        return summary
+    now = set(zip(summary.alpha_target.astype(float), summary.seed.astype(int), strict=True))
+    keep = [
+        (float(a), int(s)) not in now
+        and status in ("done", "skipped")
+        and run_paths(out_dir, a, s).done.exists()
+        for a, s, status in zip(earlier.alpha_target, earlier.seed, earlier.status, strict=True)
+    ]
+    if not any(keep):
+        return summary
+    return summarize([*summary.to_dict("records"), *earlier[keep].to_dict("records")])
 
 
 def collect(out_dir: str | os.PathLike[str]) -> pd.DataFrame:

@@ -67,8 +67,10 @@ class TrainConfig:
     conflict_threshold: float = 0.0  # gradient cosine below which the two objectives conflict
     recovery: float = 1.05  # "scale" rule: per-measurement recovery of the tempering factor
     conflict_shrink: float = 0.5  # "scale" rule: tempering factor multiplier on a conflict
-    centroid_weight: float = 1.0  # lambda_c of the centroid term of L_CMA
-    distribution_weight: float = 10.0  # lambda_d: Bures^2 of a batch is ~0.2, so 10 balances its pull against L_clip (README)
+    # lambda_c, lambda_d: only alpha * lambda matters; these put alpha's range 0.01..1 where the gap
+    # moves (benchmarks/calibrate_cma_weights.py; README "Choosing the CMA weights")
+    centroid_weight: float = 10.0  # lambda_c of the centroid term of L_CMA
+    distribution_weight: float = 100.0  # lambda_d of the distribution term of L_CMA
     distribution_term: str = "bures"  # "bures" (default, matches the Bures distribution gap), "mmd", "coral"
     checkpoint_every: int = 100  # write a resumable checkpoint every N steps (and at the end)
     log_every: int = 5  # write a metrics line every N steps

@@ -16,6 +16,7 @@ from scipy.linalg import sqrtm
 from sklearn.decomposition import PCA
 
 from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.gap_checks import frechet_identity_check, posthoc_gap_effects
 from tpccma_lib.geometry import decompose
 from tpccma_lib.viz import gap as viz_gap
 from tpccma_lib.viz.gap import (
@@ -24,11 +25,9 @@ from tpccma_lib.viz.gap import (
     cosine_similarities,
     decomposition_figure,
     decomposition_table,
-    frechet_identity_check,
     image_grid_figure,
     pca_2d,
     posthoc_effect_figure,
-    posthoc_gap_effects,
     project_2d,
     projection_figure,
     similarity_histogram_figure,

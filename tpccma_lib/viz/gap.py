@@ -8,9 +8,10 @@ notebook can print them rounded for nbval next to the (ignored) figure.
     project_2d            both modalities in 2-D (PCA through an SVD, or seeded t-SNE)
     cosine_similarities   matched / unmatched image-text, image-image, text-text cosines
     decomposition_table   the numbers of a GapDecomposition, one metric per row
-    frechet_identity_check  W2^2 from the raw arrays (scipy sqrtm) vs centroid^2 + Bures^2
-    posthoc_gap_effects   centroid and distribution gap after each post-hoc fix (fit on one
-                          split, applied to another), before and after renormalisation
+    posthoc_effect_figure the table of :func:`tpccma_lib.gap_checks.posthoc_gap_effects` as bars
+
+The numeric checks behind the figures (Fréchet identity, post-hoc effects) live in
+:mod:`tpccma_lib.gap_checks`.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.geometry import GapDecomposition, bures_distance, modality_moments
-from tpccma_lib.posthoc import POSTHOC_METHODS, make_posthoc
+from tpccma_lib.geometry import GapDecomposition
 
 __all__ = [
     "MODALITY_COLORS",
@@ -40,11 +40,9 @@ __all__ = [
     "cosine_similarities",
     "decomposition_figure",
     "decomposition_table",
-    "frechet_identity_check",
     "image_grid_figure",
     "pca_2d",
     "posthoc_effect_figure",
-    "posthoc_gap_effects",
     "project_2d",
     "projection_figure",
     "similarity_histogram_figure",
@@ -364,40 +362,6 @@ def decomposition_table(decomposition: GapDecomposition) -> pd.DataFrame:
     )
 
 
-def frechet_identity_check(emb: Embeddings, decomposition: GapDecomposition) -> dict[str, float]:
-    """Check ``W2^2 = centroid_gap^2 + distribution_gap^2`` by a second, independent route.
-
-    The direct value is the FID formula on the raw arrays: ``||mu_img - mu_txt||^2 +
-    tr S_img + tr S_txt - 2 tr sqrtm(S_img S_txt)`` with ``np.cov(bias=True)`` and
-    ``scipy.linalg.sqrtm`` of the (non-symmetric) product, where ``decompose`` uses the
-    symmetric form through eigh.
-
-    Returns:
-        centroid_sq, distribution_sq (from ``decomposition``), their sum, w2_sq_direct,
-        abs_difference (float64).
-    """
-    from scipy.linalg import sqrtm
-
-    image, text = emb.image.astype(np.float64), emb.text.astype(np.float64)
-    cov_image, cov_text = (
-        np.cov(image, rowvar=False, bias=True),
-        np.cov(text, rowvar=False, bias=True),
-    )
-    cross = np.real(np.trace(sqrtm(cov_image @ cov_text)))
-    mean_sq = float(np.sum((image.mean(axis=0) - text.mean(axis=0)) ** 2))
-    direct = mean_sq + float(np.trace(cov_image) + np.trace(cov_text) - 2.0 * cross)
-    centroid_sq = decomposition.centroid_gap**2
-    distribution_sq = decomposition.distribution_gap**2
-    total = centroid_sq + distribution_sq
-    return {
-        "centroid_sq": centroid_sq,
-        "distribution_sq": distribution_sq,
-        "centroid_sq + distribution_sq": total,
-        "w2_sq_direct": direct,
-        "abs_difference": abs(total - direct),
-    }
-
-
 def decomposition_figure(decomposition: GapDecomposition, title: str = "") -> go.Figure:
     """Left: the gap distances. Right: two exact splits of a squared distance, stacked.
 
@@ -444,77 +408,12 @@ def decomposition_figure(decomposition: GapDecomposition, title: str = "") -> go
 
 
 # --------------------------------------------------------------------------- post-hoc fixes
-def _centroid_and_distribution(image: np.ndarray, text: np.ndarray) -> dict[str, float]:
-    mi = modality_moments(image, name="image")
-    mt = modality_moments(text, name="text")
-    assert mi.covariance is not None and mt.covariance is not None
-    spread = math.sqrt(0.5 * (mi.total_variance + mt.total_variance))
-    distribution = bures_distance(mi.covariance, mt.covariance)
-    return {
-        "centroid_gap": float(np.linalg.norm(mi.mean - mt.mean)),
-        "distribution_gap": distribution,
-        "spread": spread,
-        "relative_distribution_gap": distribution / spread if spread > 0 else math.nan,
-    }
-
-
 #: (column of posthoc_gap_effects, legend label, colour) of the bars of posthoc_effect_figure.
 _EFFECT_BARS = (
     ("centroid_change_pct", "centroid gap", _CENTROID_COLOR),
     ("distribution_change_pct", "distribution gap", _DISTRIBUTION_COLOR),
     ("relative_distribution_change_pct", "distribution gap / spread", _SCALE_FREE_COLOR),
 )
-
-
-def _percent_change(value: float, baseline: float) -> float:
-    return 100.0 * (value / baseline - 1.0) if baseline > 0 else math.nan
-
-
-def posthoc_gap_effects(
-    fit: Embeddings, target: Embeddings, methods: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Centroid and distribution gap of ``target`` after each post-hoc fix fitted on ``fit``.
-
-    Each method (default: every name in ``POSTHOC_METHODS``, default parameters) is fitted on
-    ``fit`` and applied to ``target`` (never fitted on it). Two stages per method:
-    "mapped" (the affine map alone, :meth:`PosthocMethod.map_arrays`) and "renormalized"
-    (rows back on the unit sphere, :meth:`PosthocMethod.transform`, what is reported).
-
-    Returns:
-        One row per (method, stage): centroid_gap, distribution_gap (Bures), spread
-        sqrt((tr S_img + tr S_txt)/2), relative_distribution_gap = distribution_gap / spread,
-        and centroid_change_pct, distribution_change_pct, relative_distribution_change_pct
-        = 100 (value / value(target) - 1) of the matching column.
-    """
-    methods = tuple(POSTHOC_METHODS) if methods is None else tuple(methods)
-    baseline = _centroid_and_distribution(target.image, target.text)
-    rows = []
-    for name in methods:
-        method = make_posthoc(name).fit(fit)
-        mapped = method.map_arrays(target.image, target.text)
-        renormalized = method.transform(target)
-        for stage, (image, text) in (
-            ("mapped", mapped),
-            ("renormalized", (renormalized.image, renormalized.text)),
-        ):
-            gaps = _centroid_and_distribution(image, text)
-            rows.append(
-                {
-                    "method": name,
-                    "stage": stage,
-                    **gaps,
-                    "centroid_change_pct": _percent_change(
-                        gaps["centroid_gap"], baseline["centroid_gap"]
-                    ),
-                    "distribution_change_pct": _percent_change(
-                        gaps["distribution_gap"], baseline["distribution_gap"]
-                    ),
-                    "relative_distribution_change_pct": _percent_change(
-                        gaps["relative_distribution_gap"], baseline["relative_distribution_gap"]
-                    ),
-                }
-            )
-    return pd.DataFrame(rows)
 
 
 def posthoc_effect_figure(

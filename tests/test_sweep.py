@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -321,6 +322,57 @@ def test_notebook_parameters_and_filtering(tmp_path: Path, monkeypatch: pytest.M
     assert seen == {"steps": 5}
     with pytest.raises(FileNotFoundError, match="no notebook"):
         notebook_runner.notebook_parameters("98_missing")
+
+
+def test_run_notebook_threads_leave_process_cwd_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: papermill's ``cwd=`` chdir-ed the whole process, so two notebooks run in
+    threads (``tpccma sweep --jobs 2``) left it in notebooks/ and later relative paths there.
+    Now each kernel starts in the notebook folder and the process cwd never moves."""
+    import nbformat
+
+    from tpccma_lib import notebook_runner
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("out = 'x'\npause = 0.0")
+    cell.metadata["tags"] = ["parameters"]
+    code = "import os, pathlib, time\ntime.sleep(pause)\npathlib.Path(out).write_text(os.getcwd())"
+    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
+    nb.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
+    books = tmp_path / "books"
+    books.mkdir()
+    nbformat.write(nb, books / "99_cwd.ipynb")
+    monkeypatch.setenv("TPCCMA_NOTEBOOKS", str(books))
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    # The second run starts while the first is inside papermill and ends after it: the
+    # interleaving under which a process-wide chdir leaves the process in the notebook folder.
+    threads = [
+        threading.Thread(
+            target=notebook_runner.run_notebook,
+            args=(
+                "99_cwd",
+                f"executed/{i}.ipynb",
+                {"out": str(tmp_path / f"cwd{i}.txt"), "pause": pause},
+            ),
+        )
+        for i, pause in enumerate((0.0, 4.0))
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.5)
+    for thread in threads:
+        thread.join()
+    assert Path.cwd() == work
+    for i in range(2):
+        assert (tmp_path / f"cwd{i}.txt").read_text() == str(books.resolve())
+        assert (work / "executed" / f"{i}.ipynb").exists()  # relative out_path: from the caller
 
 
 def test_done_marker_written_atomically(tmp_path: Path) -> None:

@@ -77,12 +77,16 @@ def run_notebook(
     parameters = {k: v for k, v in (parameters or {}).items() if k in declared}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    kernel_cwd = Path(cwd or notebook_dir()).resolve()
+    # The kernel starts in kernel_cwd (nbclient's resources path). papermill's own ``cwd=``
+    # would chdir this whole process, which races when the sweep runs notebooks in threads.
     pm.execute_notebook(
         str(src),
         str(out_path),
         parameters=parameters,
         kernel_name="python3",
-        cwd=str(cwd or notebook_dir()),
+        cwd=None,
+        resources={"metadata": {"path": str(kernel_cwd)}},
         store_widget_state=False,
         progress_bar=progress,
         log_output=False,

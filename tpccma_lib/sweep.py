@@ -440,7 +440,7 @@ def run_sweep(
     # Per seed: the first run (smallest alpha) pretrains the seed's base model if needed;
     # the seed's other runs wait for it.
     chains = {int(seed): ordered for seed in seeds}
-    out_dir = Path(out_dir)
+    out_dir = Path(out_dir).resolve()  # once, before any run starts
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict[str, Any]] = []
     env = _SINGLE_THREAD_ENV if jobs > 1 else {}

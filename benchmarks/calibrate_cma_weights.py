@@ -1,0 +1,121 @@
+"""Where the default CMA weights come from: the gap after fine-tuning, per (lambda_c, lambda_d, alpha).
+
+Run from the repository root (about 5 minutes on 2 idle CPU cores; the base model is pretrained
+first when ``runs/`` has none). Beside other work, give it one thread (``OMP_NUM_THREADS=1``):
+two-thread torch on a busy 2-core machine ran each fine-tune about 15 times slower here::
+
+    .venv/bin/python benchmarks/calibrate_cma_weights.py
+
+**What it measures.** The fine-tune minimises ``L_clip + alpha * (lambda_c * centroid^2 +
+lambda_d * Bures^2)``, so only the products ``alpha * lambda`` matter: the weights set *where on
+the alpha axis* the gap starts to move. For each weight pair in ``WEIGHTS`` and each alpha of the
+sweep grid it fine-tunes the embedded default's base model (300 steps, lr 1e-4, the other
+:class:`TrainConfig` defaults) and records, on the test split of captioned shapes (1000 images,
+5000 captions), the raw (= centroid) gap, the distribution (Bures) gap and zero-shot accuracy,
+with the change against the base model in percent. Two more alpha = 0 runs at lower learning
+rates (``DRIFT_LRS``) show how far contrastive fine-tuning alone moves the gap. Result:
+``benchmarks/results/cma_weight_calibration.csv`` (README, "Choosing the CMA weights").
+
+The default (lambda_c 10, lambda_d 100) puts the paper's alpha range (0.01 to 1) where the gap
+moves, and makes alpha = 0.05 lower both components (the curriculum issue's criterion).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tpccma_lib.evaluation.zero_shot import zero_shot_accuracy
+from tpccma_lib.geometry import decompose, modality_moments
+from tpccma_lib.pipeline import DataConfig, Experiment
+from tpccma_lib.reporting import zero_shot_class_embeddings
+from tpccma_lib.train import TrainConfig
+
+WEIGHTS = ((1.0, 10.0), (1.0, 100.0), (3.0, 30.0), (10.0, 30.0), (10.0, 100.0))
+#: learning rates of the extra alpha = 0 runs: how far contrastive fine-tuning alone drifts
+DRIFT_LRS = (3e-5, 5e-5)
+ALPHAS = (0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0)
+OUT = Path("benchmarks/results/cma_weight_calibration.csv")
+
+
+def measure(exp: Experiment, model) -> dict[str, float]:
+    """Gaps, spread and zero-shot accuracy of ``model`` on the test split.
+
+    ``spread`` = sqrt((tr S_img + tr S_txt) / 2); ``relative_distribution_gap`` = Bures / spread
+    is scale-free (Bures of covariances scaled by c grows by sqrt(c), as the spread does).
+    """
+    emb = exp.embeddings(model, "test")
+    gaps = decompose(emb).as_dict()
+    image = modality_moments(emb.image.astype(np.float64), name="image")
+    text = modality_moments(emb.text.astype(np.float64), name="text")
+    spread = math.sqrt(0.5 * (image.total_variance + text.total_variance))
+    classes, _ = zero_shot_class_embeddings(exp, model)
+    return {
+        "raw_gap": float(gaps["raw_gap"]),
+        "distribution_gap": float(gaps["distribution_gap"]),
+        "trace_cov_image": float(image.total_variance),
+        "trace_cov_text": float(text.total_variance),
+        "relative_distribution_gap": float(gaps["distribution_gap"]) / spread,
+        "zero_shot_accuracy": float(zero_shot_accuracy(emb, classes)["accuracy"]),
+    }
+
+
+def finetune_row(
+    exp: Experiment, base: dict[str, float], cfg: TrainConfig, out_dir: Path
+) -> dict[str, object]:
+    """Fine-tune the base model with ``cfg``; its measurements and % changes against ``base``."""
+    start = time.perf_counter()
+    m = measure(exp, exp.finetune(cfg, out_dir).model)
+    row: dict[str, object] = {
+        "lr": cfg.lr,
+        "centroid_weight": cfg.centroid_weight,
+        "distribution_weight": cfg.distribution_weight,
+        "alpha_target": cfg.alpha_target,
+        **m,
+    }
+    for key in ("raw_gap", "distribution_gap"):
+        row[f"{key}_change_pct"] = 100.0 * (m[key] - base[key]) / base[key]
+    print(
+        f"lr {cfg.lr:g} lambda_c {cfg.centroid_weight:g} lambda_d {cfg.distribution_weight:g} "
+        f"alpha {cfg.alpha_target:g}: raw gap {m['raw_gap']:.3f} "
+        f"({row['raw_gap_change_pct']:+.0f} %), distribution gap {m['distribution_gap']:.3f} "
+        f"({row['distribution_gap_change_pct']:+.0f} %), zero-shot "
+        f"{m['zero_shot_accuracy']:.3f} [{time.perf_counter() - start:.0f} s]",
+        flush=True,
+    )
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    exp = Experiment(DataConfig(), progress=False)
+    base = measure(exp, exp.base_model())
+    rows: list[dict[str, object]] = [{"alpha_target": "base", **base}]
+    configs = [
+        TrainConfig(lr=1e-4, alpha_target=a, centroid_weight=c, distribution_weight=d)
+        for c, d in WEIGHTS
+        for a in ALPHAS
+        if a > 0 or (c, d) == WEIGHTS[0]  # alpha = 0 ignores the weights: one run covers all
+    ]
+    configs += [TrainConfig(lr=lr, alpha_target=0.0) for lr in DRIFT_LRS]
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, cfg in enumerate(configs):
+            rows.append(finetune_row(exp, base, cfg, Path(tmp) / f"run{i}"))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[1]), restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

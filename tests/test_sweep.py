@@ -397,6 +397,14 @@ def test_collect_rows_of_finished_runs(tmp_path: Path) -> None:
     assert hit.value.iloc[0] == pytest.approx(_fake_metrics(0.0, 0)[("clustering", "ari")])
 
 
+def test_collect_only_named_runs(tmp_path: Path) -> None:
+    out = tmp_path / "sweep"
+    run_sweep([0.0, 0.5], [0, 1], out, runner=FakeRunner(), progress=False)
+    rows = collect(out, runs=["alpha0.5-seed1", "alpha0.0-seed1"])
+    assert set(zip(rows.alpha_target, rows.train_seed, strict=True)) == {(0.0, 1), (0.5, 1)}
+    assert len(collect(out)) > len(rows)
+
+
 def test_collect_errors_and_empty(tmp_path: Path) -> None:
     with pytest.raises(SweepError, match="run the sweep first"):
         collect(tmp_path / "nothing")

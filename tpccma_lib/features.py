@@ -22,6 +22,7 @@ import torch
 
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.models.base import DualEncoder
+from tpccma_lib.threads import CACHE_COMPUTE, single_threaded
 
 __all__ = [
     "FrozenInputs",
@@ -68,6 +69,13 @@ class FrozenInputs:
 
 
 def _compute(model: DualEncoder, dataset: Any, batch_size: int, progress: bool) -> FrozenInputs:
+    with single_threaded():  # the cache must not depend on the caller's thread count
+        return _compute_batches(model, dataset, batch_size, progress)
+
+
+def _compute_batches(
+    model: DualEncoder, dataset: Any, batch_size: int, progress: bool
+) -> FrozenInputs:
     from tqdm.auto import tqdm
 
     texts, t2i = dataset.flat_captions()
@@ -104,7 +112,7 @@ def frozen_inputs(
         )
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     key = hashlib.sha256(
-        f"{dataset_fingerprint(dataset)}|{model.feature_key}".encode()
+        f"{dataset_fingerprint(dataset)}|{model.feature_key}|{CACHE_COMPUTE}".encode()
     ).hexdigest()[:24]
     path = cache_dir / f"{dataset.name}-{dataset.split}-{len(dataset)}-{key}.npz"
     if path.exists():

@@ -20,6 +20,7 @@ from typing import Any
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.features import embed_dataset, frozen_inputs
 from tpccma_lib.models import DualEncoder, ModelConfig, create_model, load_model
+from tpccma_lib.threads import CACHE_COMPUTE, single_threaded
 from tpccma_lib.train import InputSource, TrainConfig, TrainResult, train
 
 __all__ = ["DataConfig", "Experiment", "PRETRAIN_CONFIG", "DATASETS"]
@@ -162,7 +163,12 @@ class Experiment:
     def base_dir(self) -> Path:
         """Folder of the base model: keyed by data, model and pretraining settings."""
         key = _digest(
-            [asdict(self.data), self.model_config.to_dict(), self.pretrain_config.to_dict()]
+            [
+                asdict(self.data),
+                self.model_config.to_dict(),
+                self.pretrain_config.to_dict(),
+                CACHE_COMPUTE,
+            ]
         )
         return self.runs_dir / "base" / f"{self.data.dataset}-{key}"
 
@@ -177,14 +183,16 @@ class Experiment:
         final = self.base_dir / "final.pt"
         if not final.exists():
             model = self.new_model()
-            train(
-                model,
-                self.input_source(model, "train"),
-                self.pretrain_config,
-                self.base_dir,
-                progress=self.progress,
-                extra_checkpoint={"data_config": asdict(self.data), "role": "base"},
-            )
+            source = self.input_source(model, "train")
+            with single_threaded():  # reused by every later run: thread-count independent
+                train(
+                    model,
+                    source,
+                    self.pretrain_config,
+                    self.base_dir,
+                    progress=self.progress,
+                    extra_checkpoint={"data_config": asdict(self.data), "role": "base"},
+                )
         model, _ = load_model(final, expect=self.model_config)
         return model
 

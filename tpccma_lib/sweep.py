@@ -35,7 +35,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -496,14 +496,21 @@ def _merged_with_earlier(summary: pd.DataFrame, out_dir: Path) -> pd.DataFrame:
     return summarize([*summary.to_dict("records"), *earlier[keep].to_dict("records")])
 
 
-def collect(out_dir: str | os.PathLike[str]) -> pd.DataFrame:
+def collect(out_dir: str | os.PathLike[str], runs: Iterable[str] | None = None) -> pd.DataFrame:
     """Every result row of the finished runs under ``out_dir`` (runs without ``done.json``
-    are left out), with ``alpha_target`` and ``train_seed`` columns naming the run."""
+    are left out), with ``alpha_target`` and ``train_seed`` columns naming the run.
+
+    ``runs``: only these run folders (e.g. a sweep's ``run_dir`` column), so that an analysis
+    of one grid does not pick up other grids' runs in the same folder; default all.
+    """
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise SweepError(f"no sweep folder {out_dir}; run the sweep first (tpccma sweep).")
+    wanted = None if runs is None else {str(name) for name in runs}
     frames = []
     for done in sorted(out_dir.glob("*/done.json")):
+        if wanted is not None and done.parent.name not in wanted:
+            continue
         record = json.loads(done.read_text(encoding="utf-8"))
         params = record.get("parameters_04", {})
         csv = done.parent / "results.csv"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -32,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from tpccma_lib.evaluation.zero_shot import zero_shot_accuracy
-from tpccma_lib.geometry import decompose, modality_moments
+from tpccma_lib.gap_checks import gap_components
+from tpccma_lib.geometry import decompose
 from tpccma_lib.pipeline import DataConfig, Experiment
 from tpccma_lib.reporting import zero_shot_class_embeddings
 from tpccma_lib.train import TrainConfig
@@ -45,23 +45,18 @@ OUT = Path("benchmarks/results/cma_weight_calibration.csv")
 
 
 def measure(exp: Experiment, model) -> dict[str, float]:
-    """Gaps, spread and zero-shot accuracy of ``model`` on the test split.
-
-    ``spread`` = sqrt((tr S_img + tr S_txt) / 2); ``relative_distribution_gap`` = Bures / spread
-    is scale-free (Bures of covariances scaled by c grows by sqrt(c), as the spread does).
-    """
+    """Gaps, spread and zero-shot accuracy of ``model`` on the test split
+    (see :func:`tpccma_lib.gap_checks.gap_components` for the spread columns)."""
     emb = exp.embeddings(model, "test")
     gaps = decompose(emb).as_dict()
-    image = modality_moments(emb.image.astype(np.float64), name="image")
-    text = modality_moments(emb.text.astype(np.float64), name="text")
-    spread = math.sqrt(0.5 * (image.total_variance + text.total_variance))
+    parts = gap_components(emb.image.astype(np.float64), emb.text.astype(np.float64))
     classes, _ = zero_shot_class_embeddings(exp, model)
     return {
         "raw_gap": float(gaps["raw_gap"]),
         "distribution_gap": float(gaps["distribution_gap"]),
-        "trace_cov_image": float(image.total_variance),
-        "trace_cov_text": float(text.total_variance),
-        "relative_distribution_gap": float(gaps["distribution_gap"]) / spread,
+        "trace_cov_image": parts["trace_cov_image"],
+        "trace_cov_text": parts["trace_cov_text"],
+        "relative_distribution_gap": parts["relative_distribution_gap"],
         "zero_shot_accuracy": float(zero_shot_accuracy(emb, classes)["accuracy"]),
     }
 

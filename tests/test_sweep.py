@@ -295,23 +295,31 @@ def test_run_sweep_rejects_parameter_no_notebook_declares(tmp_path: Path) -> Non
         run_sweep([0.0], [0], tmp_path, parameters={"alpah_target": 0.1, "steps": 10})
 
 
-def test_notebook_parameters_and_filtering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """run_notebook passes a notebook only the parameters its parameters cell declares."""
+def _write_toy_notebook(path: Path, parameters_source: str, code: str) -> None:
+    """A two-cell notebook: a "parameters" cell, then ``code``."""
     import nbformat
-    import papermill
-
-    from tpccma_lib import notebook_runner
 
     nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("steps = 3  # how many\nalpha_target = 0.0")
+    cell = nbformat.v4.new_code_cell(parameters_source)
     cell.metadata["tags"] = ["parameters"]
-    nb.cells = [cell, nbformat.v4.new_code_cell("print(steps)")]
+    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
     nb.metadata["kernelspec"] = {
         "name": "python3",
         "display_name": "Python 3",
         "language": "python",
     }
-    nbformat.write(nb, tmp_path / "99_toy.ipynb")
+    nbformat.write(nb, path)
+
+
+def test_notebook_parameters_and_filtering(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run_notebook passes a notebook only the parameters its parameters cell declares."""
+    import papermill
+
+    from tpccma_lib import notebook_runner
+
+    _write_toy_notebook(
+        tmp_path / "99_toy.ipynb", "steps = 3  # how many\nalpha_target = 0.0", "print(steps)"
+    )
     monkeypatch.setenv("TPCCMA_NOTEBOOKS", str(tmp_path))
     assert notebook_runner.notebook_parameters("99_toy") == {"steps", "alpha_target"}
     seen: dict[str, Any] = {}
@@ -330,23 +338,12 @@ def test_run_notebook_threads_leave_process_cwd_alone(
     """Regression: papermill's ``cwd=`` chdir-ed the whole process, so two notebooks run in
     threads (``tpccma sweep --jobs 2``) left it in notebooks/ and later relative paths there.
     Now each kernel starts in the notebook folder and the process cwd never moves."""
-    import nbformat
-
     from tpccma_lib import notebook_runner
 
-    nb = nbformat.v4.new_notebook()
-    cell = nbformat.v4.new_code_cell("out = 'x'\npause = 0.0")
-    cell.metadata["tags"] = ["parameters"]
-    code = "import os, pathlib, time\ntime.sleep(pause)\npathlib.Path(out).write_text(os.getcwd())"
-    nb.cells = [cell, nbformat.v4.new_code_cell(code)]
-    nb.metadata["kernelspec"] = {
-        "name": "python3",
-        "display_name": "Python 3",
-        "language": "python",
-    }
     books = tmp_path / "books"
     books.mkdir()
-    nbformat.write(nb, books / "99_cwd.ipynb")
+    code = "import os, pathlib, time\ntime.sleep(pause)\npathlib.Path(out).write_text(os.getcwd())"
+    _write_toy_notebook(books / "99_cwd.ipynb", "out = 'x'\npause = 0.0", code)
     monkeypatch.setenv("TPCCMA_NOTEBOOKS", str(books))
     work = tmp_path / "work"
     work.mkdir()

@@ -20,7 +20,7 @@ from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.geometry import GapDecomposition, bures_distance, modality_moments
 from tpccma_lib.posthoc import POSTHOC_METHODS, make_posthoc
 
-__all__ = ["frechet_identity_check", "posthoc_gap_effects"]
+__all__ = ["frechet_identity_check", "gap_components", "posthoc_gap_effects"]
 
 
 def frechet_identity_check(emb: Embeddings, decomposition: GapDecomposition) -> dict[str, float]:
@@ -57,7 +57,13 @@ def frechet_identity_check(emb: Embeddings, decomposition: GapDecomposition) -> 
     }
 
 
-def _centroid_and_distribution(image: np.ndarray, text: np.ndarray) -> dict[str, float]:
+def gap_components(image: np.ndarray, text: np.ndarray) -> dict[str, float]:
+    """Centroid gap, distribution (Bures) gap and spread of (N_img, D) and (N_txt, D) arrays.
+
+    ``spread`` = sqrt((tr S_img + tr S_txt) / 2) (also returned as ``trace_cov_image`` and
+    ``trace_cov_text``); ``relative_distribution_gap`` = Bures / spread is scale-free (scaling
+    both covariances by c scales Bures and spread by sqrt(c)).
+    """
     mi = modality_moments(image, name="image")
     mt = modality_moments(text, name="text")
     assert mi.covariance is not None and mt.covariance is not None
@@ -68,6 +74,8 @@ def _centroid_and_distribution(image: np.ndarray, text: np.ndarray) -> dict[str,
         "distribution_gap": distribution,
         "spread": spread,
         "relative_distribution_gap": distribution / spread if spread > 0 else math.nan,
+        "trace_cov_image": float(mi.total_variance),
+        "trace_cov_text": float(mt.total_variance),
     }
 
 
@@ -92,7 +100,7 @@ def posthoc_gap_effects(
         = 100 (value / value(target) - 1) of the matching column.
     """
     methods = tuple(POSTHOC_METHODS) if methods is None else tuple(methods)
-    baseline = _centroid_and_distribution(target.image, target.text)
+    baseline = gap_components(target.image, target.text)
     rows = []
     for name in methods:
         method = make_posthoc(name).fit(fit)
@@ -102,7 +110,7 @@ def posthoc_gap_effects(
             ("mapped", mapped),
             ("renormalized", (renormalized.image, renormalized.text)),
         ):
-            gaps = _centroid_and_distribution(image, text)
+            gaps = gap_components(image, text)
             rows.append(
                 {
                     "method": name,

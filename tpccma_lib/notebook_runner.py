@@ -13,13 +13,15 @@ import html
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "NOTEBOOKS",
     "notebook_dir",
+    "kernel_env",
     "notebook_parameters",
     "run_notebook",
     "run_all",
@@ -46,6 +48,21 @@ def notebook_dir() -> Path:
 
 def _available() -> list[str]:
     return [n for n in NOTEBOOKS if (notebook_dir() / f"{n}.ipynb").exists()]
+
+
+@contextmanager
+def kernel_env(env: dict[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by kernels started meanwhile); restore after."""
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def notebook_parameters(name: str) -> frozenset[str]:
@@ -170,16 +187,9 @@ def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:
     outputs are those nbval recomputes.
     """
     out = []
-    saved = os.environ.get("TPCCMA_THREADS")
-    os.environ["TPCCMA_THREADS"] = "1"
-    try:
+    with kernel_env({"TPCCMA_THREADS": "1"}):
         for name in names or _available():
             src = notebook_dir() / f"{name}.ipynb"
             print(f"==> refreshing {src}", flush=True, file=sys.stderr)
             out.append(run_notebook(name, src))
-    finally:
-        if saved is None:
-            os.environ.pop("TPCCMA_THREADS", None)
-        else:
-            os.environ["TPCCMA_THREADS"] = saved
     return out

@@ -35,15 +35,15 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from tpccma_lib.notebook_runner import kernel_env
 from tpccma_lib.reporting import headline
 
 __all__ = [
@@ -378,21 +378,6 @@ def _check_parameter_names(parameters: dict[str, Any]) -> None:
         )
 
 
-@contextmanager
-def _kernel_env(env: dict[str, str]) -> Iterator[None]:
-    """Set environment variables (inherited by kernels started meanwhile); restore after."""
-    saved = {key: os.environ.get(key) for key in env}
-    os.environ.update(env)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
 def summarize(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Summary rows -> DataFrame with :data:`SUMMARY_COLUMNS`, sorted by (alpha, seed)."""
     frame = pd.DataFrame(list(rows))
@@ -448,7 +433,7 @@ def run_sweep(
     def submit(pool: ThreadPoolExecutor, alpha: float, seed: int) -> Future:
         return pool.submit(run_one, alpha, seed, out_dir, parameters, alpha == smallest, runner)
 
-    with _kernel_env(env), ThreadPoolExecutor(max_workers=jobs) as pool:
+    with kernel_env(env), ThreadPoolExecutor(max_workers=jobs) as pool:
         pending = {submit(pool, chain[0], seed): (chain[0], seed) for seed, chain in chains.items()}
         while pending:
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)

@@ -24,7 +24,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv "$VENV"
 fi
 
-stamp="$VENV/.tpccma-installed$( [ -n "$EXTRAS" ] && echo -dev )"
+stamp="$VENV/.tpccma-installed"
+if [ -n "$EXTRAS" ]; then stamp="$stamp-dev"; fi
 want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "==> installing tpccma$EXTRAS into $VENV (torch==2.14.1 + torchvision==0.29.1 from pyproject pins)"

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tpccma_lib.readme import replace_section, sweep_table, update_readme
+from tpccma_lib.readme import DEFAULT_GRID, replace_section, sweep_table, update_readme
 
 
 def test_replace_section_keeps_markers():
@@ -12,7 +12,7 @@ def test_replace_section_keeps_markers():
         replace_section("no markers", "results", "x")
 
 
-def test_sweep_table_averages_finished_runs_only(tmp_path):
+def test_sweep_table_averages_finished_runs_only():
     summary = pd.DataFrame(
         {
             "alpha_target": [0.0, 0.0, 0.5, 0.5],
@@ -24,12 +24,58 @@ def test_sweep_table_averages_finished_runs_only(tmp_path):
     table = sweep_table(summary)
     assert table["raw gap"].tolist() == pytest.approx([0.3, 0.1])
     assert table["seeds"].tolist() == [2, 1]
-    (tmp_path / "runs" / "sweep").mkdir(parents=True)
-    summary.to_csv(tmp_path / "runs" / "sweep" / "summary.csv", index=False)
+
+
+def _summary(alphas, seeds, status="done"):
+    rows = [
+        {"alpha_target": a, "seed": s, "status": status, "raw_gap": 0.1 + a}
+        for a in alphas
+        for s in seeds
+    ]
+    return pd.DataFrame(rows)
+
+
+def _readme(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(
         "<!-- base:start --><!-- base:end -->\n<!-- results:start --><!-- results:end -->"
     )
-    assert update_readme(readme, tmp_path / "runs", base_text="gap 0.432") == ["base", "results"]
+    return readme
+
+
+def test_update_readme_needs_every_run_of_the_default_grid(tmp_path):
+    alphas, seeds = DEFAULT_GRID
+    readme = _readme(tmp_path)
+    before = readme.read_text()
+    with pytest.raises(FileNotFoundError, match="tpccma sweep"):
+        update_readme(readme, tmp_path / "sweep", base_text="gap 0.432")
+    (tmp_path / "sweep").mkdir()
+    # notebook 05's small grid (3 alphas, seed 0) must not replace the full sweep's table
+    _summary([0.0, 0.05, 0.5], [0]).to_csv(tmp_path / "sweep" / "summary.csv", index=False)
+    with pytest.raises(ValueError, match=r"alpha 0.01 seed 0.*alpha 1 seed 1"):
+        update_readme(readme, tmp_path / "sweep", base_text="gap 0.432")
+    assert readme.read_text() == before  # nothing written on failure
+
+
+def test_update_readme_writes_only_the_default_grid(tmp_path):
+    alphas, seeds = DEFAULT_GRID
+    extra = _summary([0.3], [0, 1, 2])  # another grid's runs in the same folder are left out
+    full = pd.concat([_summary(alphas, seeds), extra, _summary([0.5], [2], "failed")])
+    (tmp_path / "sweep").mkdir()
+    full.to_csv(tmp_path / "sweep" / "summary.csv", index=False)
+    readme = _readme(tmp_path)
+    assert update_readme(readme, tmp_path / "sweep", base_text="gap 0.432") == ["base", "results"]
     text = readme.read_text()
-    assert "gap 0.432" in text and "| 0.500 | 1 |" in text and "captioned shapes" in text
+    assert "gap 0.432" in text and "captioned shapes" in text
+    assert "| 0.500 | 2 | 0.600 |" in text and "\n| 0.300 |" not in text
+    assert text.count("\n| ") == 1 + len(alphas)  # header, one row per alpha
+
+
+def test_readme_command_is_the_only_writer_of_readme():
+    """The main job (`tpccma report`) never rewrites README.md: only `tpccma readme` does."""
+    import inspect
+
+    from tpccma_lib import cli
+
+    assert "update_readme" not in inspect.getsource(cli._cmd_report)
+    assert "update_readme" in inspect.getsource(cli._cmd_readme)

@@ -8,6 +8,7 @@ set of names: ``--alpha-target 0.05`` sets ``TrainConfig.alpha_target``.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import sys
 import types
@@ -39,8 +40,9 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
-    """One ``--field-name`` flag per field of dataclass ``cls`` (default: the field's).
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, defaults: Any = None) -> None:
+    """One ``--field-name`` flag per field of dataclass ``cls`` (default: the field's, or that
+    of the instance ``defaults``, e.g. ``FINETUNE_CONFIG``).
 
     A name shared by several settings classes (``seed``, ``image_size``) is one flag that sets
     all of them.
@@ -52,7 +54,10 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         if f.name in taken:
             continue
         tp = _arg_type(hints.get(f.name, str))
-        default = f.default if f.default is not MISSING else None
+        if defaults is not None:
+            default = getattr(defaults, f.name)
+        else:
+            default = f.default if f.default is not MISSING else None
         group.add_argument(
             f"--{f.name.replace('_', '-')}",
             dest=f.name,
@@ -62,15 +67,17 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type) -> None:
         )
 
 
-def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
-    """Build ``cls`` from the flags given on the command line (others keep their defaults)."""
-    names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in vars(args).items() if k in names})
+def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
+    """Build ``cls`` from the flags given on the command line; the others keep their defaults
+    (those of the instance ``base`` when given)."""
+    from tpccma_lib.pipeline import config_from_params
+
+    return config_from_params(cls, vars(args), base)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from tpccma_lib.models import ModelConfig
-    from tpccma_lib.pipeline import DataConfig
+    from tpccma_lib.pipeline import FINETUNE_CONFIG, DataConfig
     from tpccma_lib.train import TrainConfig
 
     p = argparse.ArgumentParser(prog="tpccma", description=__doc__.splitlines()[0])
@@ -90,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="TPC-CMA fine-tune of the base model")
     add_dataclass_args(s, DataConfig)
     add_dataclass_args(s, ModelConfig)
-    add_dataclass_args(s, TrainConfig)
+    add_dataclass_args(s, TrainConfig, defaults=FINETUNE_CONFIG)
     s.add_argument(
         "--out", required=True, help="run folder (checkpoint.pt, final.pt, metrics.jsonl)"
     )
@@ -123,31 +130,56 @@ def build_parser() -> argparse.ArgumentParser:
         "--param",
         action="append",
         default=[],
-        metavar="KEY=JSON",
-        help="extra papermill parameter for every run, e.g. steps=200",
+        metavar="KEY=VALUE",
+        help="extra papermill parameter for every run, e.g. steps=200 (a Python literal)",
     )
 
     s = sub.add_parser("report", help="run every notebook (papermill) and write reports/*.html")
     s.add_argument("--out", default="runs/notebooks")
     s.add_argument("--reports", default="reports")
     s.add_argument("--only", default=None, help="comma-separated notebook names")
-    s.add_argument("--param", action="append", default=[], metavar="KEY=JSON")
+    s.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="papermill parameter, e.g. smoke=True or name='ViT-B-32' (a Python literal; "
+        "bare words are strings). Every name must be declared by a notebook that runs.",
+    )
+
+    s = sub.add_parser(
+        "readme",
+        help="maintainers: regenerate README's measured sections from the full default sweep",
+    )
+    s.add_argument("--readme", default=None, help="README to rewrite (default: the repository's)")
+    s.add_argument("--sweep", default="runs/sweep", help="folder of the default `tpccma sweep`")
 
     s = sub.add_parser("refresh-notebooks", help="re-execute notebooks in place (stored outputs)")
     s.add_argument("--only", default=None)
     return p
 
 
+def parse_param_value(text: str) -> Any:
+    """A ``--param`` value: a Python literal (``False``, ``None``, ``0.5``, ``'ViT-B-32'``,
+    ``[1, 2]``), else JSON (``true``, ``null``), else the text itself as a string."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        pass
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
 def _params(items: list[str]) -> dict[str, Any]:
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--param expects KEY=VALUE, got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"--param expects KEY=VALUE with KEY a parameter name, got {item!r}.")
+        out[key] = parse_param_value(value)
     return out
 
 
@@ -186,10 +218,11 @@ def _init_distributed() -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from tpccma_lib.pipeline import FINETUNE_CONFIG
     from tpccma_lib.train import TrainConfig
 
     exp = _experiment(args)
-    cfg = dataclass_from_args(TrainConfig, args)
+    cfg = dataclass_from_args(TrainConfig, args, base=FINETUNE_CONFIG)
     distributed = _init_distributed()
     try:
         result = exp.finetune(cfg, args.out, resume=not args.no_resume)
@@ -249,17 +282,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
     executed = run_all(names, args.out, params)
     index = write_report(executed, args.reports)
     print(f"report written: {index}")
-    if not params:  # the embedded default: refresh the README's measured tables
-        from tpccma_lib.notebook import repo_root
-        from tpccma_lib.pipeline import Experiment
-        from tpccma_lib.readme import update_readme
-        from tpccma_lib.reporting import base_model_summary
+    return 0
 
-        exp = Experiment(progress=False)
-        summary = base_model_summary(exp, exp.base_model())
-        print(summary)
-        written = update_readme(repo_root() / "README.md", exp.runs_dir, base_text=summary)
-        print(f"README sections updated: {written}")
+
+def _cmd_readme(args: argparse.Namespace) -> int:
+    from tpccma_lib.notebook import repo_root
+    from tpccma_lib.pipeline import Experiment
+    from tpccma_lib.readme import update_readme
+    from tpccma_lib.reporting import base_model_summary
+
+    exp = Experiment(progress=False)
+    summary = base_model_summary(exp, exp.base_model())
+    print(summary)
+    readme = Path(args.readme) if args.readme else repo_root() / "README.md"
+    written = update_readme(readme, Path(args.sweep), base_text=summary)
+    print(f"README sections updated: {written}")
     return 0
 
 
@@ -285,6 +322,7 @@ COMMANDS = {
     "evaluate": _cmd_evaluate,
     "sweep": _cmd_sweep,
     "report": _cmd_report,
+    "readme": _cmd_readme,
     "refresh-notebooks": _cmd_refresh,
 }
 

@@ -78,6 +78,13 @@ class Embeddings:
                     f"Embeddings.{name} has {bad} row(s) with NaN or inf; check the encoder "
                     "inputs (a blank caption or a corrupted image) before building Embeddings."
                 )
+            zero = np.flatnonzero(~arr.any(axis=1))
+            if zero.size:
+                raise EmbeddingsError(
+                    f"Embeddings.{name} has {zero.size} all-zero row(s) (first: row "
+                    f"{int(zero[0])}); a zero vector has no direction, so it cannot be "
+                    "normalised or compared. Drop those samples or check the encoder."
+                )
         if image.shape[1] != text.shape[1]:
             raise EmbeddingsError(
                 f"image and text dimensions differ: {image.shape[1]} vs {text.shape[1]}; "

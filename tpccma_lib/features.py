@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tpccma_lib.atomic import atomic_write, remove_stale_temp_files
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.models.base import DualEncoder
 from tpccma_lib.threads import CACHE_COMPUTE, single_threaded
@@ -121,9 +122,8 @@ def frozen_inputs(
                 cached = FrozenInputs(
                     torch.from_numpy(z["image"]), torch.from_numpy(z["text"]), z["text_to_image"]
                 )
-            if cached.image.shape[0] == len(dataset):
-                return cached
-            raise ValueError("row count does not match the data set")
+            _check_inputs(cached, dataset)
+            return cached
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
             warnings.warn(
                 f"feature cache {path} is corrupted ({exc}); deleting and rebuilding it.",
@@ -131,17 +131,40 @@ def frozen_inputs(
             )
             path.unlink(missing_ok=True)
     result = _compute(model, dataset, batch_size, progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(
+    try:
+        _check_inputs(result, dataset)
+    except ValueError as exc:
+        raise ValueError(
+            f"the frozen features of {dataset.name}/{dataset.split} are bad ({exc}); not "
+            f"caching them at {path}. Check those images and captions."
+        ) from None
+    remove_stale_temp_files(path.parent)
+    atomic_write(
+        path,
+        lambda fh: np.savez(
             fh,
             image=result.image.numpy(),
             text=result.text.numpy(),
             text_to_image=result.text_to_image,
-        )
-    os.replace(tmp, path)
+        ),
+    )
     return result
+
+
+def _check_inputs(inputs: FrozenInputs, dataset: Any) -> None:
+    """Raise ValueError unless ``inputs`` match ``dataset``'s sizes and are finite."""
+    n_texts = sum(len(c) for c in dataset.captions)
+    if inputs.image.shape[0] != len(dataset):
+        raise ValueError(f"{inputs.image.shape[0]} image rows for {len(dataset)} images")
+    if inputs.text.shape[0] != n_texts or len(inputs.text_to_image) != n_texts:
+        raise ValueError(
+            f"{inputs.text.shape[0]} caption rows and {len(inputs.text_to_image)} pairings "
+            f"for {n_texts} captions"
+        )
+    for name, rows in (("image", inputs.image), ("caption", inputs.text)):
+        bad = int((~torch.isfinite(rows)).reshape(rows.shape[0], -1).any(dim=1).sum())
+        if bad:
+            raise ValueError(f"{bad} {name} row(s) with NaN or inf")
 
 
 @torch.no_grad()

@@ -23,6 +23,7 @@ __all__ = [
     "notebook_dir",
     "kernel_env",
     "notebook_parameters",
+    "check_parameter_names",
     "run_notebook",
     "run_all",
     "write_report",
@@ -75,6 +76,19 @@ def notebook_parameters(name: str) -> frozenset[str]:
     return frozenset(pm.inspect_notebook(str(src)))
 
 
+def check_parameter_names(parameters: dict[str, Any], names: Sequence[str]) -> None:
+    """Refuse a parameter that none of the notebooks ``names`` declares (a typo would otherwise
+    be ignored silently); the error lists each notebook's parameters."""
+    declared = {name: notebook_parameters(name) for name in names}
+    unknown = sorted(set(parameters) - set().union(*declared.values()))
+    if unknown:
+        listing = "; ".join(f"{name}: {', '.join(sorted(p))}" for name, p in declared.items())
+        raise ValueError(
+            f"unknown notebook parameter(s) {unknown}: no notebook that runs declares them. "
+            f"Declared parameters — {listing}."
+        )
+
+
 def run_notebook(
     name: str,
     out_path: str | os.PathLike[str],
@@ -116,9 +130,17 @@ def run_all(
     out_dir: str | os.PathLike[str] = "runs/notebooks",
     parameters: dict[str, Any] | None = None,
 ) -> list[Path]:
-    """Execute notebooks in order; stop at the first failure with the notebook's name."""
+    """Execute notebooks in order; stop at the first failure with the notebook's name.
+
+    Every name in ``parameters`` must be declared by at least one of the notebooks.
+    """
+    names = list(names or _available())
+    missing = [n for n in names if n not in NOTEBOOKS]
+    if missing:
+        raise ValueError(f"unknown notebook(s) {missing}; choose from {list(NOTEBOOKS)}.")
+    check_parameter_names(parameters or {}, names)
     done = []
-    for name in names or _available():
+    for name in names:
         t0 = time.perf_counter()
         print(f"==> running {name} ...", flush=True)
         try:

@@ -23,7 +23,15 @@ from tpccma_lib.models import DualEncoder, ModelConfig, create_model, load_model
 from tpccma_lib.threads import CACHE_COMPUTE, single_threaded
 from tpccma_lib.train import InputSource, TrainConfig, TrainResult, train
 
-__all__ = ["DataConfig", "Experiment", "PRETRAIN_CONFIG", "DATASETS"]
+__all__ = [
+    "DataConfig",
+    "Experiment",
+    "PRETRAIN_CONFIG",
+    "FINETUNE_CONFIG",
+    "DATASETS",
+    "config_from_params",
+    "finetune_config",
+]
 
 DATASETS = ("shapes", "coco")
 
@@ -40,6 +48,21 @@ PRETRAIN_CONFIG = TrainConfig(
     gradient_aware=False,
     checkpoint_every=200,
     log_every=10,
+)
+
+#: The TPC-CMA fine-tune of a base model: the one recipe that ``tpccma train``, notebooks 03/04,
+#: the sweep and the CMA-weight calibration share, so the same alpha_target gives the same model
+#: whichever entry point runs it. A tenth of the pretraining rate (lr 1e-4), 300 steps, batch 256,
+#: the three-phase curriculum with gradient-aware scheduling (``TrainConfig``'s defaults), losses
+#: logged every step and the validation gap measured every 25 steps.
+FINETUNE_CONFIG = TrainConfig(
+    steps=300,
+    batch_size=256,
+    lr=1e-4,
+    weight_decay=0.1,
+    alpha_target=0.5,
+    log_every=1,
+    eval_every=25,
 )
 
 
@@ -177,22 +200,49 @@ class Experiment:
 
         open_clip: the pretrained model as loaded. Towers: heads pretrained contrastively on the
         train split (``PRETRAIN_CONFIG``), done once and reused from ``base_dir/final.pt``.
+        A cached base model that cannot be loaded (a corrupted file) is deleted and pretrained
+        again, with a warning naming the file (as the feature cache does).
         """
+        import warnings
+
+        from tpccma_lib.models import ModelError
+
         if self.model_config.backend != "towers":
             return self.new_model()
         final = self.base_dir / "final.pt"
-        if not final.exists():
-            model = self.new_model()
-            source = self.input_source(model, "train")
-            with single_threaded():  # reused by every later run: thread-count independent
-                train(
-                    model,
-                    source,
-                    self.pretrain_config,
-                    self.base_dir,
-                    progress=self.progress,
-                    extra_checkpoint={"data_config": asdict(self.data), "role": "base"},
+        resume = True
+        if final.exists():
+            try:
+                model, _ = load_model(final, expect=self.model_config)
+                return model
+            except ModelError as exc:
+                warnings.warn(
+                    f"cached base model {final} is unusable ({exc}); deleting it and "
+                    "pretraining the base model again.",
+                    stacklevel=2,
                 )
+                final.unlink(missing_ok=True)
+                resume = False
+        model = self.new_model()
+        source = self.input_source(model, "train")
+        kwargs: dict[str, Any] = {
+            "progress": self.progress,
+            "extra_checkpoint": {"data_config": asdict(self.data), "role": "base"},
+            "fingerprint_extra": {"data_config": asdict(self.data)},
+        }
+        with single_threaded():  # reused by every later run: thread-count independent
+            try:
+                train(model, source, self.pretrain_config, self.base_dir, resume=resume, **kwargs)
+            except ModelError as exc:  # an unreadable checkpoint.pt of an interrupted pretraining
+                if not resume:
+                    raise
+                warnings.warn(
+                    f"cannot resume the base model's pretraining in {self.base_dir} ({exc}); "
+                    "starting it over.",
+                    stacklevel=2,
+                )
+                model = self.new_model()
+                train(model, source, self.pretrain_config, self.base_dir, resume=False, **kwargs)
         model, _ = load_model(final, expect=self.model_config)
         return model
 
@@ -244,11 +294,22 @@ class Experiment:
                 "role": "finetune",
                 "base_checkpoint": str(self.base_dir / "final.pt"),
             },
+            fingerprint_extra={"data_config": asdict(self.data)},
             **train_kwargs,
         )
 
 
-def config_from_params(cls: type, params: dict[str, Any]) -> Any:
-    """Build dataclass ``cls`` from the subset of ``params`` (e.g. papermill globals) it knows."""
+def config_from_params(cls: type, params: dict[str, Any], base: Any = None) -> Any:
+    """Build dataclass ``cls`` from the subset of ``params`` (e.g. papermill globals) it knows.
+
+    ``base``: an instance of ``cls`` whose values the unnamed fields keep (default: the
+    dataclass defaults), e.g. ``config_from_params(TrainConfig, globals(), FINETUNE_CONFIG)``.
+    """
     names = {f.name for f in fields(cls)}
-    return cls(**{k: v for k, v in params.items() if k in names})
+    given = {k: v for k, v in params.items() if k in names}
+    return replace(base, **given) if base is not None else cls(**given)
+
+
+def finetune_config(params: dict[str, Any]) -> TrainConfig:
+    """:data:`FINETUNE_CONFIG` with the ``TrainConfig`` fields named in ``params`` changed."""
+    return config_from_params(TrainConfig, params, FINETUNE_CONFIG)

@@ -387,13 +387,18 @@ class Procrustes(PosthocMethod):
 
     R = argmin_{R^T R = I} sum_k ||t_k R - x_k||^2 over the pairs of ``Embeddings.paired()``:
     with U S V^T = svd(T^T X), R = U V^T. A rotation keeps norms, so unit rows stay unit rows.
-    Images are unchanged.
+    Images are unchanged. Fitting needs at least D pairs (with fewer, R is not determined).
     """
 
     name: ClassVar[str] = "procrustes"
     needs_pairs: ClassVar[bool] = True
 
     def _fit_maps(self, emb: Embeddings) -> tuple[AffineMap, AffineMap]:
+        if emb.n_texts < emb.dim:
+            raise PosthocError(
+                f"procrustes needs at least D = {emb.dim} matched pairs to determine a "
+                f"{emb.dim} x {emb.dim} rotation, got {emb.n_texts}; fit it on a larger split."
+            )
         cross = np.zeros((emb.dim, emb.dim))  # T^T X, accumulated over caption blocks
         for start in range(0, emb.n_texts, DEFAULT_BLOCK_ROWS):
             stop = start + DEFAULT_BLOCK_ROWS

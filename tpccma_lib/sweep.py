@@ -366,16 +366,20 @@ def run_one(
 
 # --------------------------------------------------------------------------- the sweep
 def _check_parameter_names(parameters: dict[str, Any]) -> None:
-    """Refuse a parameter that neither notebook 03 nor 04 declares (a typo would be ignored)."""
-    from tpccma_lib.notebook_runner import notebook_parameters
+    """Refuse a parameter that neither notebook 03 nor 04 declares (a typo would be ignored),
+    and one that the grid sets for every run (``alpha_target``, ``seed``)."""
+    from tpccma_lib.notebook_runner import check_parameter_names
 
-    known = notebook_parameters("03_curriculum_training") | notebook_parameters("04_evaluation")
-    unknown = sorted(set(parameters) - known)
-    if unknown:
+    grid = sorted({"alpha_target", "seed"} & set(parameters))
+    if grid:
         raise SweepError(
-            f"unknown notebook parameter(s) {unknown}: neither notebook 03 nor 04 declares "
-            f"them. Known names: {sorted(known)}."
+            f"parameter(s) {grid} are set by the sweep's grid for every run; "
+            "give them with --alphas / --seeds instead of --param."
         )
+    try:
+        check_parameter_names(parameters, ["03_curriculum_training", "04_evaluation"])
+    except ValueError as exc:
+        raise SweepError(str(exc)) from exc
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:

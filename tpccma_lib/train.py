@@ -16,9 +16,12 @@ batch and the losses gather the global batch with autograd).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import numbers
 import os
+import warnings
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -30,16 +33,60 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
 from tpccma_lib.curriculum import CurriculumConfig, GradientAwareScheduler, alpha_at, phase_at
 from tpccma_lib.losses import ClipLoss, CMALoss
 from tpccma_lib.models.base import DualEncoder, ModelError
+from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.models.factory import atomic_torch_save, load_checkpoint
 
-__all__ = ["TrainConfig", "TrainError", "PairBatcher", "InputSource", "train", "TrainResult"]
+__all__ = [
+    "TrainConfig",
+    "TrainError",
+    "RunLockedError",
+    "PairBatcher",
+    "InputSource",
+    "train",
+    "TrainResult",
+    "weights_digest",
+    "data_digest",
+]
 
 
 class TrainError(ValueError):
     """Bad training settings or an incompatible resume; the message says what to change."""
+
+
+#: TrainConfig fields that must be integers / finite numbers (the curriculum checks its own).
+_INT_FIELDS = (
+    "steps",
+    "batch_size",
+    "warmup_steps",
+    "seed",
+    "checkpoint_every",
+    "log_every",
+    "eval_every",
+)
+_FLOAT_FIELDS = (
+    "lr",
+    "weight_decay",
+    "min_lr_ratio",
+    "grad_clip",
+    "centroid_weight",
+    "distribution_weight",
+)
+
+
+def _check_device_spec(spec: Any) -> None:
+    """Refuse a device string torch cannot parse ('tpu7'), with the accepted forms."""
+    if spec == "auto":
+        return
+    try:
+        torch.device(spec)
+    except (RuntimeError, TypeError, ValueError):
+        raise TrainError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {spec!r}."
+        ) from None
 
 
 @dataclass
@@ -77,6 +124,16 @@ class TrainConfig:
     eval_every: int = 0  # call the eval callback every N steps (0: only at the end)
 
     def __post_init__(self) -> None:
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TrainError(f"{name} must be an integer, got {value!r}.")
+        for name in _FLOAT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TrainError(f"{name} must be a number, got {value!r}.")
+            if not math.isfinite(value):
+                raise TrainError(f"{name} must be a finite number, got {value}.")
         if self.steps < 1:
             raise TrainError(f"steps must be >= 1, got {self.steps}.")
         if self.batch_size < 4:
@@ -85,8 +142,26 @@ class TrainConfig:
             )
         if self.lr <= 0:
             raise TrainError(f"lr must be positive, got {self.lr}.")
+        for name in (
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip",
+            "seed",
+            "eval_every",
+            "centroid_weight",
+            "distribution_weight",
+        ):
+            if getattr(self, name) < 0:
+                hint = " (0 disables clipping)" if name == "grad_clip" else ""
+                raise TrainError(f"{name} must be >= 0{hint}, got {getattr(self, name)}.")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise TrainError(
+                f"min_lr_ratio must lie in [0, 1] (the final LR as a fraction of lr), got "
+                f"{self.min_lr_ratio}."
+            )
         if self.amp not in ("none", "bf16", "fp16"):
             raise TrainError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}.")
+        _check_device_spec(self.device)
         for name in ("checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise TrainError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -210,9 +285,15 @@ def _world() -> tuple[int, int]:
 def _resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    _check_device_spec(spec)
     dev = torch.device(spec)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise TrainError("device='cuda' but no CUDA device is visible; use device='cpu' or 'auto'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise TrainError(
+            f"device={spec!r} but only {torch.cuda.device_count()} CUDA device(s) are visible "
+            "(indices from 0); pick another index or device='auto'."
+        )
     return dev
 
 
@@ -249,31 +330,128 @@ class TrainResult:
     wall_time_s: float
 
 
-def _config_fingerprint(model: DualEncoder, cfg: TrainConfig) -> dict[str, Any]:
+def weights_digest(model: DualEncoder) -> str:
+    """A short content hash of the model's trainable weights (which base model a run starts from)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.trainable_state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:20]
+
+
+def data_digest(data: InputSource) -> dict[str, Any]:
+    """Sizes and caption->image pairing of the training inputs (a cheap identity of the data)."""
+    t2i = np.ascontiguousarray(np.asarray(data.text_to_image, dtype=np.int64))
+    return {
+        "n_images": int(data.n_images),
+        "n_texts": int(t2i.shape[0]),
+        "pairing": hashlib.sha256(t2i.tobytes()).hexdigest()[:20],
+    }
+
+
+def _config_fingerprint(
+    model: DualEncoder,
+    cfg: TrainConfig,
+    data: dict[str, Any] | None = None,
+    init_weights: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What a resumed run must share with the run that wrote the checkpoint.
+
+    The model and train config (without the keys that do not change the weights), the data
+    (sizes, pairing and, from :class:`~tpccma_lib.pipeline.Experiment`, the data config) and
+    the digest of the weights the run started from (the base model's identity).
+    """
     d = cfg.to_dict()
     for volatile in ("checkpoint_every", "log_every", "eval_every", "device"):
         d.pop(volatile)
-    return {"model_config": model.config(), "train_config": d}
+    out: dict[str, Any] = {"model_config": model.config(), "train_config": d}
+    if data is not None:
+        out["data"] = data
+    if init_weights is not None:
+        out["init_weights"] = init_weights
+    if extra:
+        out["extra"] = extra
+    return out
 
 
-def _check_resume(
-    payload: dict[str, Any], model: DualEncoder, cfg: TrainConfig, path: Path
-) -> None:
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}`` (readable keys for the mismatch message)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+def _check_resume(payload: dict[str, Any], now: dict[str, Any], path: Path) -> None:
+    """Refuse to resume a checkpoint made with other settings, data or base model.
+
+    Parts the checkpoint does not record (written by an older version) are not compared.
+    """
     saved = payload.get("fingerprint", {})
-    now = _config_fingerprint(model, cfg)
     if saved.get("model_config") != now["model_config"]:
         raise ModelError(
             f"checkpoint {path} belongs to another model ({saved.get('model_config')}); "
             "use a new out_dir or the matching model."
         )
-    old, new = saved.get("train_config", {}), now["train_config"]
-    changed = {k: (old.get(k), new.get(k)) for k in set(old) | set(new) if old.get(k) != new.get(k)}
+    changed: dict[str, tuple[Any, Any]] = {}
+    sections = (
+        ("train_config", ""),
+        ("data", "data "),
+        ("extra", ""),
+        ("init_weights", "base model weights digest"),
+    )
+    for section, label in sections:
+        if section not in saved:
+            continue
+        if section == "init_weights":
+            if saved[section] != now.get(section):
+                changed[label] = (saved[section], now.get(section))
+            continue
+        old, new = _flat("", saved.get(section, {})), _flat("", now.get(section, {}))
+        for k in set(old) | set(new):
+            if old.get(k) != new.get(k):
+                changed[f"{label}{k}"] = (old.get(k), new.get(k))
     if changed:
         raise TrainError(
-            f"cannot resume from {path}: the training config changed ("
+            f"cannot resume from {path}: the settings changed since it was written ("
             + ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in sorted(changed.items()))
-            + "). Use a new out_dir, restore the old settings, or pass resume=False to start over."
+            + "). Use a new out_dir, restore the old settings, or pass resume=False "
+            "(--no-resume) to start over."
         )
+
+
+def _read_log(log_path: Path) -> list[dict[str, Any]]:
+    """Records of ``metrics.jsonl`` for a resume.
+
+    A cut-off or invalid *last* line (what a crash during the append leaves) is dropped with a
+    warning; an invalid line before it is an error naming the file and line.
+    """
+    lines = log_path.read_text(encoding="utf-8", errors="replace").splitlines()
+    numbered = [(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    history = []
+    for pos, (lineno, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or "step" not in record:
+                raise ValueError("not a metrics record")
+        except ValueError as exc:
+            if pos == len(numbered) - 1:
+                warnings.warn(
+                    f"{log_path}: dropping the cut-off last line {lineno} ({exc}); an "
+                    "interrupted write left it. The run resumes from its checkpoint.",
+                    stacklevel=3,
+                )
+                break
+            raise TrainError(
+                f"{log_path} line {lineno} is not a valid metrics record ({exc}); fix or "
+                "delete that line, or start over with resume=False (--no-resume)."
+            ) from None
+        history.append(record)
+    return history
 
 
 # ---------------------------------------------------------------------- the loop
@@ -288,6 +466,7 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
     extra_checkpoint: dict[str, Any] | None = None,
+    fingerprint_extra: dict[str, Any] | None = None,
 ) -> TrainResult:
     """Train ``model``'s trainable parameters on pairs from ``data``.
 
@@ -302,9 +481,52 @@ def train(
         stop_after: stop (after checkpointing) once this step count is reached, to simulate
             an interrupted run in tests.
         extra_checkpoint: more entries to store in ``final.pt`` (e.g. data config).
+        fingerprint_extra: more settings a resume must match (e.g. the data config); the
+            fingerprint always covers the model and train config, the data's sizes and pairing
+            and the digest of the weights the run starts from.
     Returns:
         a :class:`TrainResult`.
+    Raises:
+        TrainError: bad settings (e.g. a batch larger than the training set) or a resume from a
+            checkpoint of other settings, data or base model.
+        RunLockedError: another process is training into ``out_dir``.
     """
+    out_dir = Path(out_dir)
+    rank, _ = _world()
+    if data.n_images >= 2 and cfg.batch_size > data.n_images:
+        raise TrainError(
+            f"batch_size {cfg.batch_size} is larger than the training set ({data.n_images} "
+            f"images); use a batch_size <= {data.n_images} or more training data."
+        )
+    options = {
+        "resume": resume,
+        "eval_fn": eval_fn,
+        "progress": progress,
+        "stop_after": stop_after,
+        "extra_checkpoint": extra_checkpoint,
+        "fingerprint_extra": fingerprint_extra,
+    }
+    if rank != 0:  # rank 0 holds the lock for the whole group
+        return _train(model, data, cfg, out_dir, **options)
+    with run_lock(out_dir):
+        remove_stale_temp_files(out_dir)
+        return _train(model, data, cfg, out_dir, **options)
+
+
+def _train(
+    model: DualEncoder,
+    data: InputSource,
+    cfg: TrainConfig,
+    out_dir: Path,
+    *,
+    resume: bool,
+    eval_fn: Callable[[DualEncoder, int], dict[str, float]] | None,
+    progress: bool,
+    stop_after: int | None,
+    extra_checkpoint: dict[str, Any] | None,
+    fingerprint_extra: dict[str, Any] | None,
+) -> TrainResult:
+    """The body of :func:`train` (``out_dir`` locked by rank 0)."""
     started = time.perf_counter()
     rank, world = _world()
     if cfg.batch_size % world:
@@ -315,7 +537,6 @@ def train(
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     model.to(device)
-    out_dir = Path(out_dir)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
@@ -336,18 +557,18 @@ def train(
     start_step, history = 0, []
     ckpt_path = out_dir / "checkpoint.pt"
     log_path = out_dir / "metrics.jsonl"
+    fingerprint = _config_fingerprint(
+        model, cfg, data_digest(data), weights_digest(model), fingerprint_extra
+    )
     if resume and ckpt_path.exists():
         payload = load_checkpoint(ckpt_path)
-        _check_resume(payload, model, cfg, ckpt_path)
+        _check_resume(payload, fingerprint, ckpt_path)
         model.load_state_dict(payload["state_dict"], strict=False)
         optimizer.load_state_dict(payload["optimizer"])
         scheduler.load_state_dict(payload["scheduler"])
         start_step = int(payload["step"])
         if log_path.exists():
-            history = [
-                json.loads(line) for line in log_path.read_text().splitlines() if line.strip()
-            ]
-            history = [h for h in history if h["step"] < start_step]
+            history = [h for h in _read_log(log_path) if h["step"] < start_step]
     elif rank == 0 and log_path.exists():
         log_path.unlink()
 
@@ -366,7 +587,7 @@ def train(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "step": step,
-                "fingerprint": _config_fingerprint(model, cfg),
+                "fingerprint": fingerprint,
                 "train_config": cfg.to_dict(),
             },
             ckpt_path,
@@ -374,7 +595,7 @@ def train(
 
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        log_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+        atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
     model.train()
     end_step = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     bar = tqdm(

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from tpccma_lib.atomic import atomic_write
 from tpccma_lib.models.base import DualEncoder, ModelError
 from tpccma_lib.models.config import ModelConfig
 
@@ -35,13 +36,10 @@ def create_model(cfg: ModelConfig | dict[str, Any] | None = None, **overrides: A
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> Path:
-    """``torch.save`` to a temporary file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    """``torch.save`` through :func:`tpccma_lib.atomic.atomic_write`: a temporary file in the
+    same folder, fsynced and renamed over ``path``; removed on failure (a full disk raises
+    :class:`~tpccma_lib.atomic.DiskFullError`)."""
+    return atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 def save_checkpoint(path: str | os.PathLike[str], model: DualEncoder, **extra: Any) -> Path:

@@ -6,7 +6,7 @@ this venv's ``python3``. In the copy, notebook 06 runs with ``smoke = True`` (ti
 test's own base model is pretrained in the test's temporary folders in about a minute). Chromium
 opens the notebook, runs all cells from the Run menu, waits for the explorer widget, moves the
 alpha slider with the keyboard and checks that the gap read-out and the plotted points changed.
-A screenshot goes to ``reports/browser_test.png``. The server is shut down in ``finally``.
+A screenshot goes to ``runs/test-artifacts/browser_test.png`` (ignored by git). The server is shut down in ``finally``.
 
 Skipped only when ``/usr/bin/chromium`` (Debian's chromium; ``scripts/setup.sh --browser``) or
 the ``playwright`` package is missing.
@@ -36,7 +36,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 ROOT = repo_root()
 CHROMIUM = Path("/usr/bin/chromium")
 NOTEBOOK = "06_teaching_the_gap.ipynb"
-SCREENSHOT = ROOT / "reports" / "browser_test.png"
+SCREENSHOT = ROOT / "runs" / "test-artifacts" / "browser_test.png"
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

@@ -15,6 +15,10 @@ Layout of ``out_dir`` (one folder per run, named like notebook 03's default run 
 
 A run whose ``done.json`` exists (with the same parameters) is skipped on a rerun; a failed run
 is recorded in the summary (status, error, executed notebook) and does not stop the others.
+A run folder is locked while a run works in it (``.tpccma.lock``): a second sweep into the same
+folder reports that run as failed (in use by process N) instead of running it twice. Ctrl-C
+stops the sweep within seconds (:class:`SweepInterrupted`); finished runs stay, cut-off runs
+are redone by the next sweep.
 Runs of one seed share a base model (pretrained on first use), so the first run of each seed
 finishes before the other runs of that seed start; everything else runs ``jobs`` at a time.
 
@@ -33,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -43,6 +47,8 @@ from typing import Any
 
 import pandas as pd
 
+from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
+from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.notebook_runner import kernel_env
 from tpccma_lib.reporting import headline
 
@@ -67,6 +73,7 @@ __all__ = [
     "r2_analysis",
     "paper_comparison",
     "SweepError",
+    "SweepInterrupted",
     "RunPaths",
     "NotebookRunner",
     "parse_grid",
@@ -124,6 +131,21 @@ NotebookRunner = Callable[..., Any]
 
 class SweepError(ValueError):
     """A bad sweep grid or folder; the message says what was wrong and how to fix it."""
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the sweep; ``summary`` holds every run's row (also in summary.csv).
+
+    Finished runs keep their results; runs that were cut off are ``"interrupted"`` and runs
+    that never started ``"cancelled"``; both are redone by the next sweep.
+    """
+
+    def __init__(self, summary: pd.DataFrame) -> None:
+        super().__init__("the sweep was interrupted")
+        self.summary = summary
+
+
+_INTERRUPTED = "interrupted (Ctrl-C); the next sweep redoes this run"
 
 
 # --------------------------------------------------------------------------- the grid
@@ -249,16 +271,8 @@ def run_parameters(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`tpccma_lib.atomic.atomic_write_text`)."""
+    atomic_write_text(path, text)
 
 
 def _read_done(paths: RunPaths) -> dict[str, Any] | None:
@@ -299,23 +313,50 @@ def run_one(
     parameters: dict[str, Any] | None = None,
     with_posthoc: bool = False,
     runner: NotebookRunner | None = None,
+    stop: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run notebooks 03 and 04 for (alpha, seed) unless done before -> its summary row.
 
     Never raises for a failing notebook: the row's ``status`` is ``"failed"`` with the error
     and the executed notebook that holds the traceback. ``status`` is ``"done"`` for a run
-    made now and ``"skipped"`` for one finished earlier with the same parameters.
+    made now and ``"skipped"`` for one finished earlier with the same parameters. The run
+    folder is locked (:func:`tpccma_lib.locks.run_lock`) while the run works in it: a run
+    another process is working on is ``"failed"`` with the holder's pid, never run twice.
+    Once ``stop`` is set (Ctrl-C), no further notebook starts and a notebook that fails is
+    reported ``"interrupted"``; such a run has no ``done.json``, so a rerun redoes it.
     """
     if runner is None:
         from tpccma_lib.notebook_runner import run_notebook as runner
     paths = run_paths(out_dir, alpha, seed)
-    params_03, params_04 = run_parameters(alpha, seed, paths, parameters, with_posthoc)
     row: dict[str, Any] = {
         "alpha_target": float(alpha),
         "seed": int(seed),
         "run_dir": paths.run_dir.name,
         "error": "",
     }
+    try:
+        with run_lock(paths.run_dir, "sweep run"):
+            remove_stale_temp_files(paths.run_dir)
+            return _run_locked(paths, row, parameters, with_posthoc, runner, stop)
+    except RunLockedError as exc:
+        return {**row, "status": "failed", "wall_s": 0.0, "error": _error_text(exc)}
+
+
+class _Stopped(Exception):
+    """The sweep was interrupted before this notebook started."""
+
+
+def _run_locked(
+    paths: RunPaths,
+    row: dict[str, Any],
+    parameters: dict[str, Any] | None,
+    with_posthoc: bool,
+    runner: NotebookRunner,
+    stop: threading.Event | None,
+) -> dict[str, Any]:
+    """The body of :func:`run_one`, with the run folder locked."""
+    alpha, seed = row["alpha_target"], row["seed"]
+    params_03, params_04 = run_parameters(alpha, seed, paths, parameters, with_posthoc)
     record = {"parameters_03": params_03, "parameters_04": params_04}
     done = _read_done(paths)
     if done is not None and {k: done.get(k) for k in record} == record:
@@ -336,8 +377,12 @@ def run_one(
     notebook = paths.notebook_03
     try:
         paths.run_dir.mkdir(parents=True, exist_ok=True)
+        if stop is not None and stop.is_set():
+            raise _Stopped
         runner("03_curriculum_training", paths.notebook_03, params_03)
         notebook = paths.notebook_04
+        if stop is not None and stop.is_set():
+            raise _Stopped
         runner("04_evaluation", paths.notebook_04, params_04)
         if not paths.results_csv.exists():
             raise SweepError(
@@ -346,11 +391,12 @@ def run_one(
             )
         numbers = _headline_of(paths.results_csv)
     except Exception as exc:  # noqa: BLE001 - a failed run is recorded, the others go on
+        interrupted = stop is not None and stop.is_set()
         return {
             **row,
-            "status": "failed",
+            "status": "interrupted" if interrupted else "failed",
             "wall_s": time.perf_counter() - start,
-            "error": _error_text(exc),
+            "error": _INTERRUPTED if interrupted else _error_text(exc),
             "notebook": _relative(notebook, paths),
         }
     wall_s = time.perf_counter() - start
@@ -380,6 +426,33 @@ def _check_parameter_names(parameters: dict[str, Any]) -> None:
         check_parameter_names(parameters, ["03_curriculum_training", "04_evaluation"])
     except ValueError as exc:
         raise SweepError(str(exc)) from exc
+
+
+def _check_parameter_values(parameters: dict[str, Any]) -> None:
+    """Refuse an out-of-range training or data setting before any kernel starts.
+
+    The settings classes that own the values (``TrainConfig``, ``DataConfig``) check them,
+    the one validation layer the notebooks use too: training values one at a time (the
+    notebooks' other training defaults are not known here), data values together.
+    """
+    from dataclasses import fields
+
+    from tpccma_lib.pipeline import DataConfig
+    from tpccma_lib.train import TrainConfig
+
+    train_names = {f.name for f in fields(TrainConfig)}
+    data_names = {f.name for f in fields(DataConfig)}
+    checks = [({k: v}, k) for k, v in parameters.items() if k in train_names]
+    data = {k: v for k, v in parameters.items() if k in data_names}
+    for given, key in checks:
+        try:
+            TrainConfig(**given)
+        except (ValueError, TypeError) as exc:
+            raise SweepError(f"parameter {key}={given[key]!r}: {exc}") from None
+    try:
+        DataConfig(**data)
+    except (ValueError, TypeError) as exc:
+        raise SweepError(f"parameters {data}: {exc}") from None
 
 
 def summarize(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -416,12 +489,20 @@ def run_sweep(
 
     Returns:
         the summary (:data:`SUMMARY_COLUMNS`, one row per run), also written to
-        ``out_dir/summary.csv``.
+        ``out_dir/summary.csv``. ``status`` is ``done``, ``skipped`` or ``failed`` (see
+        :func:`run_one`); callers should treat any ``failed`` row as a failed sweep.
+
+    Raises:
+        SweepInterrupted: Ctrl-C. Queued runs are cancelled, running notebook kernels are
+            interrupted (then killed), finished runs keep their results; the summary (also
+            written to ``summary.csv``) marks the cut-off runs ``interrupted`` and the
+            never-started ones ``cancelled``, and the next sweep redoes both.
     """
     if jobs < 1:
         raise SweepError(f"jobs must be >= 1, got {jobs}.")
     if runner is None:
         _check_parameter_names(parameters or {})
+    _check_parameter_values(parameters or {})
     if not alphas or not seeds:
         raise SweepError("the grid is empty: give at least one alpha and one seed.")
     ordered = sorted({float(a) for a in alphas})
@@ -431,35 +512,101 @@ def run_sweep(
     chains = {int(seed): ordered for seed in seeds}
     out_dir = Path(out_dir).resolve()  # once, before any run starts
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
+    remove_stale_temp_files(out_dir)
+    rows: dict[tuple[float, int], dict[str, Any]] = {}
+    futures: dict[tuple[float, int], Future] = {}
     env = _SINGLE_THREAD_ENV if jobs > 1 else {}
+    stop = threading.Event()
+    pool = ThreadPoolExecutor(max_workers=jobs)
 
-    def submit(pool: ThreadPoolExecutor, alpha: float, seed: int) -> Future:
-        return pool.submit(run_one, alpha, seed, out_dir, parameters, alpha == smallest, runner)
+    def submit(alpha: float, seed: int) -> None:
+        futures[(alpha, seed)] = pool.submit(
+            run_one, alpha, seed, out_dir, parameters, alpha == smallest, runner, stop
+        )
 
-    with kernel_env(env), ThreadPoolExecutor(max_workers=jobs) as pool:
-        pending = {submit(pool, chain[0], seed): (chain[0], seed) for seed, chain in chains.items()}
-        while pending:
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                alpha, seed = pending.pop(future)
-                try:
-                    row = future.result()
-                except Exception as exc:  # noqa: BLE001 - e.g. out_dir not writable
-                    row = {"alpha_target": alpha, "seed": seed, "status": "failed"}
-                    row["error"] = _error_text(exc)
-                rows.append(row)
-                if progress:
-                    note = f" ({row['error']})" if row["status"] == "failed" else ""
-                    print(f"[sweep] {run_name(alpha, seed)}: {row['status']}{note}", flush=True)
-                if alpha == chains[seed][0]:
-                    for later in chains[seed][1:]:
-                        pending[submit(pool, later, seed)] = (later, seed)
-    summary = summarize(rows)
+    def record(alpha: float, seed: int) -> None:
+        try:
+            row = futures[(alpha, seed)].result()
+        except Exception as exc:  # noqa: BLE001 - e.g. out_dir not writable
+            row = {"alpha_target": alpha, "seed": seed, "status": "failed"}
+            row["error"] = _error_text(exc)
+        rows[(alpha, seed)] = row
+        if progress:
+            note = f" ({row['error']})" if row["status"] in ("failed", "interrupted") else ""
+            print(f"[sweep] {run_name(alpha, seed)}: {row['status']}{note}", flush=True)
+
+    interrupted = False
+    with kernel_env(env):
+        try:
+            for seed, chain in chains.items():
+                submit(chain[0], seed)
+            while len(rows) < len(futures):
+                running = [f for key, f in futures.items() if key not in rows]
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for key in [k for k, f in futures.items() if f in finished]:
+                    record(*key)
+                    alpha, seed = key
+                    if alpha == chains[seed][0]:
+                        for later in chains[seed][1:]:
+                            submit(later, seed)
+        except KeyboardInterrupt:
+            interrupted = True
+            _stop_runs(stop, pool, futures, rows, progress)
+        finally:
+            pool.shutdown(wait=not interrupted)
+    for seed, chain in chains.items():  # runs that never started (Ctrl-C)
+        for alpha in chain:
+            rows.setdefault(
+                (alpha, seed),
+                {"alpha_target": alpha, "seed": seed, "status": "cancelled", "error": _CANCELLED},
+            )
+    summary = summarize(list(rows.values()))
     _write_atomic(
         out_dir / "summary.csv", _merged_with_earlier(summary, out_dir).to_csv(index=False)
     )
+    if interrupted:
+        raise SweepInterrupted(summary)
     return summary
+
+
+#: Seconds to wait for the running runs to end after Ctrl-C stopped their kernels.
+STOP_TIMEOUT_S = 30.0
+_CANCELLED = "cancelled (Ctrl-C) before it started; the next sweep runs it"
+
+
+def _stop_runs(
+    stop: threading.Event,
+    pool: ThreadPoolExecutor,
+    futures: dict[tuple[float, int], Future],
+    rows: dict[tuple[float, int], dict[str, Any]],
+    progress: bool,
+) -> None:
+    """After Ctrl-C: cancel queued runs, stop the running kernels, collect what finished."""
+    from tpccma_lib.kernels import stop_kernels
+
+    stop.set()
+    pool.shutdown(wait=False, cancel_futures=True)
+    if progress:
+        print("[sweep] interrupted: cancelling queued runs, stopping running notebooks", flush=True)
+    stop_kernels()
+    open_runs = {key: f for key, f in futures.items() if key not in rows}
+    wait(list(open_runs.values()), timeout=STOP_TIMEOUT_S)
+    for (alpha, seed), future in open_runs.items():
+        if future.cancelled():
+            continue  # reported "cancelled"
+        if future.done():
+            try:
+                rows[(alpha, seed)] = future.result()
+                continue
+            except Exception:  # noqa: BLE001, S112 - reported as interrupted below
+                pass
+        rows[(alpha, seed)] = {
+            "alpha_target": alpha,
+            "seed": seed,
+            "status": "interrupted",
+            "error": _INTERRUPTED,
+            "run_dir": run_name(alpha, seed),
+        }
 
 
 def _merged_with_earlier(summary: pd.DataFrame, out_dir: Path) -> pd.DataFrame:

@@ -1,0 +1,103 @@
+"""Every command the README shows runs: a README command that stops working fails CI.
+
+The README's shell blocks are read from README.md itself. The two set-up commands (`make run`,
+`make test`) are what `.ci/run` executes on a fresh clone; each `tpccma` command of "The command
+line" runs here as written, with smoke sizes appended (argparse keeps the last value of a flag),
+in a temporary folder. The full-reproduction block has its own test
+(``tests/test_full_reproduction.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+TPCCMA = Path(sys.executable).with_name("tpccma")
+SMOKE_DATA = ["--n-train", "300", "--n-val", "100", "--n-test", "200"]
+#: What each README command gets appended to run at smoke size (same code path, small data).
+SMOKE = {
+    "pretrain": SMOKE_DATA,
+    "train": [*SMOKE_DATA, "--steps", "30"],
+    "evaluate": [*SMOKE_DATA, "--decoder-steps", "30"],
+    "sweep": ["--alphas", "0,0.5", "--seeds", "0", "--param", "smoke=True"],
+    "report": ["--param", "smoke=True"],
+}
+
+
+def shell_blocks(text: str) -> list[tuple[str, list[str]]]:
+    """(heading, command lines) of every ```bash block; comments and continuations joined."""
+    blocks, heading = [], ""
+    for match in re.finditer(r"^(#+ [^\n]*)$|^```bash\n(.*?)^```", text, re.M | re.S):
+        if match.group(1):
+            heading = match.group(1).lstrip("#").strip()
+            continue
+        joined = match.group(2).replace("\\\n", " ")
+        lines = [re.sub(r"\s+#.*$", "", ln).strip() for ln in joined.splitlines()]
+        blocks.append((heading, [ln for ln in lines if ln and not ln.startswith("#")]))
+    return blocks
+
+
+def _block(heading: str) -> list[str]:
+    found = [lines for h, lines in shell_blocks((ROOT / "README.md").read_text()) if h == heading]
+    assert found, f"README has no bash block under the heading {heading!r}"
+    return found[0]
+
+
+def test_readme_blocks_are_all_covered():
+    """A new shell block in the README needs a test: every block is one of these."""
+    covered = {
+        "The two commands",
+        "The command line",
+        "Full reproduction on a GPU machine (internet needed once)",
+    }
+    headings = [h for h, _ in shell_blocks((ROOT / "README.md").read_text())]
+    assert set(headings) == covered, headings
+
+
+def test_the_two_commands_are_what_ci_runs():
+    commands = _block("The two commands")
+    assert commands == ["make run", "make test"]
+    ci = (ROOT / ".ci" / "run").read_text()
+    ci_lines = [ln.strip() for ln in ci.splitlines() if not ln.strip().startswith("#")]
+    for command in commands:
+        assert command in ci_lines, f".ci/run does not run the README's {command!r}"
+    makefile = (ROOT / "Makefile").read_text()
+    # `make run` sets up the runtime environment (not only the dev one) and runs the main job
+    assert re.search(r"^run: setup$", makefile, re.M)
+    assert re.search(r"^setup:\n\tbash scripts/setup.sh$", makefile, re.M)
+    assert re.search(r"^run:.*\n\t\$\(VENV\)/bin/tpccma report$", makefile, re.M)
+
+
+@pytest.mark.slow
+def test_command_line_block_runs_at_smoke_size(tmp_path):
+    """`tpccma pretrain/train/evaluate/sweep/report` exactly as the README shows them."""
+    commands = _block("The command line")
+    assert commands, "README's command-line block is empty"
+    env = {**os.environ, "TPCCMA_RUNS": str(tmp_path / "runs"), "TPCCMA_THREADS": "1"}
+    for line in commands:
+        argv = shlex.split(line)
+        assert argv[0] == "tpccma", f"README command {line!r} is not a tpccma command"
+        sub = argv[1]
+        assert sub in SMOKE, f"README command {line!r} has no smoke size in this test"
+        done = subprocess.run(
+            [str(TPCCMA), *argv[1:], *SMOKE[sub]],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        assert done.returncode == 0, (
+            f"{line!r} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    assert (tmp_path / "runs" / "ft" / "a0.05" / "final.pt").exists()
+    assert (tmp_path / "runs" / "eval.csv").stat().st_size > 0
+    assert (tmp_path / "runs" / "sweep" / "summary.csv").exists()
+    assert (tmp_path / "reports" / "index.html").exists()

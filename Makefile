@@ -39,4 +39,4 @@ bench: setup
 	for f in benchmarks/bench_*.py; do $(PY) $$f; done
 
 clean:
-	rm -rf runs reports/*.html data/cache
+	rm -rf runs reports/*.html reports/*.png data/cache

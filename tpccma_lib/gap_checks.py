@@ -18,6 +18,7 @@ import pandas as pd
 
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.geometry import GapDecomposition, bures_distance, modality_moments
+from tpccma_lib.linalg import percent_change
 from tpccma_lib.posthoc import POSTHOC_METHODS, make_posthoc
 
 __all__ = ["frechet_identity_check", "gap_components", "posthoc_gap_effects"]
@@ -79,10 +80,6 @@ def gap_components(image: np.ndarray, text: np.ndarray) -> dict[str, float]:
     }
 
 
-def _percent_change(value: float, baseline: float) -> float:
-    return 100.0 * (value / baseline - 1.0) if baseline > 0 else math.nan
-
-
 def posthoc_gap_effects(
     fit: Embeddings, target: Embeddings, methods: Sequence[str] | None = None
 ) -> pd.DataFrame:
@@ -116,13 +113,13 @@ def posthoc_gap_effects(
                     "method": name,
                     "stage": stage,
                     **gaps,
-                    "centroid_change_pct": _percent_change(
+                    "centroid_change_pct": percent_change(
                         gaps["centroid_gap"], baseline["centroid_gap"]
                     ),
-                    "distribution_change_pct": _percent_change(
+                    "distribution_change_pct": percent_change(
                         gaps["distribution_gap"], baseline["distribution_gap"]
                     ),
-                    "relative_distribution_change_pct": _percent_change(
+                    "relative_distribution_change_pct": percent_change(
                         gaps["relative_distribution_gap"], baseline["relative_distribution_gap"]
                     ),
                 }

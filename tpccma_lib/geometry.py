@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.linalg import bures_distance_sq
 
 __all__ = [
     "DEFAULT_BLOCK_ROWS",
@@ -317,13 +318,6 @@ def _check_covariance(cov: np.ndarray, name: str) -> np.ndarray:
     return 0.5 * (cov + cov.T)
 
 
-def _psd_sqrt(cov: np.ndarray) -> np.ndarray:
-    """S^{1/2} of a symmetric PSD matrix through eigh, tiny negative eigenvalues clipped to 0."""
-    eigenvalues, eigenvectors = np.linalg.eigh(cov)
-    root = np.sqrt(np.clip(eigenvalues, 0.0, None))
-    return (eigenvectors * root) @ eigenvectors.T
-
-
 def bures_distance(cov_x: np.ndarray, cov_y: np.ndarray) -> float:
     """Bures distance B between two covariance matrices (D, D), symmetric PSD.
 
@@ -335,12 +329,7 @@ def bures_distance(cov_x: np.ndarray, cov_y: np.ndarray) -> float:
     cov_y = _check_covariance(cov_y, "cov_y")
     if cov_x.shape != cov_y.shape:
         raise GeometryError(f"covariance shapes differ: {cov_x.shape} vs {cov_y.shape}.")
-    root_x = _psd_sqrt(cov_x)
-    middle = root_x @ cov_y @ root_x
-    middle_eigenvalues = np.linalg.eigvalsh(0.5 * (middle + middle.T))
-    cross = np.sqrt(np.clip(middle_eigenvalues, 0.0, None)).sum()
-    bures_sq = np.trace(cov_x) + np.trace(cov_y) - 2.0 * cross
-    return float(math.sqrt(max(bures_sq, 0.0)))
+    return math.sqrt(bures_distance_sq(cov_x, cov_y))
 
 
 def frechet_distance(

@@ -64,6 +64,12 @@ from tpccma_lib.embeddings import Embeddings, l2_normalize
 from tpccma_lib.evaluation.clustering import joint_points
 from tpccma_lib.evaluation.zero_shot import zero_shot_accuracy
 from tpccma_lib.geometry import modality_moments
+from tpccma_lib.linalg import (
+    SingularMatrixError,
+    bures_distance_sq,
+    gaussian_ot_map,
+    sym_power,
+)
 from tpccma_lib.posthoc import POSTHOC_METHODS, PosthocMethod, make_posthoc
 
 __all__ = [
@@ -139,16 +145,14 @@ class ExplorerSettings:
 
 # --------------------------------------------------------------------------- the move
 def _symmetric_power(matrix: np.ndarray, power: float) -> np.ndarray:
-    """matrix^power of a symmetric PSD (D, D) matrix through eigh (eigenvalues clipped >= 0)."""
-    eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
-    eigenvalues = np.clip(eigenvalues, 0.0, None)
-    if power < 0:
-        if eigenvalues.min() <= 1e-12 * max(eigenvalues.max(), 1e-300):
-            raise TeachingError(
-                "the text covariance is singular (fewer captions than dimensions, or a "
-                "constant direction); use a ridge eps > 0 for the transport map."
-            )
-    return (eigenvectors * eigenvalues**power) @ eigenvectors.T
+    """:func:`tpccma_lib.linalg.sym_power`, with this module's error and advice."""
+    try:
+        return sym_power(matrix, power)
+    except SingularMatrixError as exc:
+        raise TeachingError(
+            "the text covariance is singular (fewer captions than dimensions, or a "
+            "constant direction); use a ridge eps > 0 for the transport map."
+        ) from exc
 
 
 @dataclass(frozen=True)
@@ -177,10 +181,13 @@ class GaussianTransport:
         dim = emb.dim
         cov_i = image.covariance + eps * image.total_variance / dim * np.eye(dim)
         cov_t = text.covariance + eps * text.total_variance / dim * np.eye(dim)
-        root_t = _symmetric_power(cov_t, 0.5)
-        inv_root_t = _symmetric_power(cov_t, -0.5)
-        middle = _symmetric_power(root_t @ cov_i @ root_t, 0.5)
-        transport = inv_root_t @ middle @ inv_root_t
+        try:
+            transport = gaussian_ot_map(cov_t, cov_i)  # text -> image
+        except SingularMatrixError as exc:
+            raise TeachingError(
+                "the covariances are singular (fewer captions or images than dimensions, or a "
+                "constant direction); use a ridge eps > 0 for the transport map."
+            ) from exc
         return cls(image.mean, text.mean, 0.5 * (transport + transport.T), float(eps))
 
     @property
@@ -494,11 +501,7 @@ class GapExplorer:
         if cached is None or not np.array_equal(cached[0], cov_image):
             cached = (cov_image, _symmetric_power(cov_image, 0.5))
             self._image_root = cached
-        root = cached[1]
-        middle = root @ cov_text @ root
-        cross = np.sqrt(np.clip(np.linalg.eigvalsh(0.5 * (middle + middle.T)), 0.0, None)).sum()
-        bures_sq = np.trace(cov_image) + np.trace(cov_text) - 2.0 * cross
-        return float(math.sqrt(max(bures_sq, 0.0)))
+        return math.sqrt(bures_distance_sq(cov_image, cov_text, root_x=cached[1]))
 
     def project(self, emb: Embeddings, n_points: int) -> ProjectedPoints:
         """The 2-D view of ``emb`` (moved view split): first ``n_points`` of the display order."""

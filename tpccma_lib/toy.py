@@ -33,6 +33,7 @@ from torch import Tensor
 from tpccma_lib.embeddings import Embeddings, l2_normalize
 from tpccma_lib.evaluation.retrieval import retrieval_recall
 from tpccma_lib.geometry import centroid_gap, distribution_gap
+from tpccma_lib.linalg import SingularMatrixError, gaussian_ot_map
 from tpccma_lib.losses import (
     DISTRIBUTION_TERMS,
     CMALoss,
@@ -329,31 +330,25 @@ def coral_gradient(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.
     return 4.0 * xc @ difference / (xc.shape[0] - 1), -4.0 * yc @ difference / (yc.shape[0] - 1)
 
 
-def _sym_power(matrix: np.ndarray, power: float, name: str) -> np.ndarray:
-    eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
-    if power < 0 and eigenvalues.min() <= 1e-12 * max(eigenvalues.max(), 1e-300):
-        raise ToyError(
-            f"{name} is singular (smallest eigenvalue {eigenvalues.min():.3g}); the closed-form "
-            "Bures gradient needs full-rank covariances: use more points than dimensions."
-        )
-    return (eigenvectors * np.clip(eigenvalues, 0.0, None) ** power) @ eigenvectors.T
-
-
 def bures_transport_map(cov_from: np.ndarray, cov_to: np.ndarray) -> np.ndarray:
     """Optimal transport map between centred Gaussians, ``T z`` sends N(0, C_from) to N(0, C_to).
 
     ``T = C_to^{1/2} (C_to^{1/2} C_from C_to^{1/2})^{-1/2} C_to^{1/2}`` (symmetric PSD,
-    ``T C_from T = C_to``). It is also the derivative of the Bures fidelity:
-    ``dB^2(C_to, C_from) / dC_from = I - T``.
+    ``T C_from T = C_to``; :func:`tpccma_lib.linalg.gaussian_ot_map`). It is also the derivative
+    of the Bures fidelity: ``dB^2(C_to, C_from) / dC_from = I - T``.
 
     Args:
         cov_from, cov_to: (D, D) full-rank covariances.
     Returns:
         (D, D) matrix T.
     """
-    root_to = _sym_power(np.asarray(cov_to, np.float64), 0.5, "cov_to")
-    middle = root_to @ np.asarray(cov_from, np.float64) @ root_to
-    return root_to @ _sym_power(middle, -0.5, "C_to^1/2 C_from C_to^1/2") @ root_to
+    try:
+        return gaussian_ot_map(cov_from, cov_to)
+    except SingularMatrixError as exc:
+        raise ToyError(
+            f"{exc} The closed-form Bures gradient needs full-rank covariances: use more points "
+            "than dimensions."
+        ) from exc
 
 
 def bures_gradient(image: np.ndarray, text: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -23,6 +23,8 @@ from typing import IO
 
 __all__ = [
     "DiskFullError",
+    "NotWritableError",
+    "check_writable",
     "atomic_write",
     "atomic_write_text",
     "is_disk_full",
@@ -33,11 +35,51 @@ __all__ = [
 _DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
 _counter = itertools.count()
 #: ``.<name>.<pid>.tmp`` (older writers) or ``.<name>.<pid>.<n>.tmp`` (this module).
-_TEMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)(?:\.\d+)?\.tmp$")
+_TEMP_NAME = re.compile(r"^\.(?P<name>.+?)\.(?P<pid>\d+)(?:\.\d+)?\.tmp$")
 
 
 class DiskFullError(OSError):
     """The device (or the user's quota) ran out of space during a write."""
+
+
+class NotWritableError(PermissionError):
+    """A folder or file the command must write to cannot be written."""
+
+
+def check_writable(path: str | os.PathLike[str], what: str, folder: bool = True) -> Path:
+    """Fail early, with a one-line message, when ``path`` cannot be written.
+
+    Args:
+        path: a folder (created if missing) or, with ``folder=False``, a file to be written
+            (its folder is created if missing; the file itself is not touched).
+        what: how the message names it, e.g. ``"--out"``.
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    Raises:
+        NotWritableError: the folder cannot be created or written, or the file is a folder
+            or read-only.
+    """
+    path = Path(path)
+    target = path if folder else path.parent
+    try:
+        if folder and path.exists() and not path.is_dir():
+            raise NotWritableError(f"{what} {path} is a file, not a folder")
+        if not folder and path.is_dir():
+            raise NotWritableError(f"{what} {path} is a folder, not a file")
+        if not folder and path.exists() and not os.access(path, os.W_OK):
+            raise NotWritableError(f"{what} {path} is read-only")
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / f".write-probe.{os.getpid()}.{next(_counter)}.tmp"
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except NotWritableError as exc:
+        raise NotWritableError(f"{exc}; choose another path.") from None
+    except OSError as exc:
+        raise NotWritableError(
+            f"cannot write to {what} {path} ({exc.strerror or exc}); choose a folder you can "
+            "write to."
+        ) from None
+    return path
 
 
 def is_disk_full(exc: BaseException) -> bool:

@@ -24,7 +24,9 @@ _PROC = Path("/proc")
 def _parent_and_cmdline(pid: int) -> tuple[int, str]:
     stat = (_PROC / str(pid) / "stat").read_text()
     ppid = int(stat[stat.rindex(")") + 2 :].split()[1])  # fields after "(comm) state"
-    cmdline = (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    cmdline = (
+        (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    )
     return ppid, cmdline
 
 

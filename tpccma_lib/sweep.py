@@ -556,10 +556,9 @@ def run_sweep(
             pool.shutdown(wait=not interrupted)
     for seed, chain in chains.items():  # runs that never started (Ctrl-C)
         for alpha in chain:
-            rows.setdefault(
-                (alpha, seed),
-                {"alpha_target": alpha, "seed": seed, "status": "cancelled", "error": _CANCELLED},
-            )
+            cancelled = {"alpha_target": alpha, "seed": seed, "status": "cancelled"}
+            cancelled.update(error=_CANCELLED, run_dir=run_name(alpha, seed))
+            rows.setdefault((alpha, seed), cancelled)
     summary = summarize(list(rows.values()))
     _write_atomic(
         out_dir / "summary.csv", _merged_with_earlier(summary, out_dir).to_csv(index=False)
@@ -590,7 +589,8 @@ def _stop_runs(
         print("[sweep] interrupted: cancelling queued runs, stopping running notebooks", flush=True)
     stop_kernels()
     open_runs = {key: f for key, f in futures.items() if key not in rows}
-    wait(list(open_runs.values()), timeout=STOP_TIMEOUT_S)
+    # (a cancelled future never counts as done for wait())
+    wait([f for f in open_runs.values() if not f.cancelled()], timeout=STOP_TIMEOUT_S)
     for (alpha, seed), future in open_runs.items():
         if future.cancelled():
             continue  # reported "cancelled"

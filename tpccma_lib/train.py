@@ -21,8 +21,8 @@ import json
 import math
 import numbers
 import os
-import warnings
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -35,9 +35,9 @@ from tqdm.auto import tqdm
 
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
 from tpccma_lib.curriculum import CurriculumConfig, GradientAwareScheduler, alpha_at, phase_at
+from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.losses import ClipLoss, CMALoss
 from tpccma_lib.models.base import DualEncoder, ModelError
-from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.models.factory import atomic_torch_save, load_checkpoint
 
 __all__ = [
@@ -118,7 +118,9 @@ class TrainConfig:
     # moves (benchmarks/calibrate_cma_weights.py; README "Choosing the CMA weights")
     centroid_weight: float = 10.0  # lambda_c of the centroid term of L_CMA
     distribution_weight: float = 100.0  # lambda_d of the distribution term of L_CMA
-    distribution_term: str = "bures"  # "bures" (default, matches the Bures distribution gap), "mmd", "coral"
+    distribution_term: str = (
+        "bures"  # "bures" (default, matches the Bures distribution gap), "mmd", "coral"
+    )
     checkpoint_every: int = 100  # write a resumable checkpoint every N steps (and at the end)
     log_every: int = 5  # write a metrics line every N steps
     eval_every: int = 0  # call the eval callback every N steps (0: only at the end)

@@ -35,10 +35,11 @@ from tqdm.auto import tqdm
 
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
 from tpccma_lib.curriculum import CurriculumConfig, GradientAwareScheduler, alpha_at, phase_at
+from tpccma_lib.distributed import rank_and_world
 from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.losses import ClipLoss, CMALoss
 from tpccma_lib.models.base import DualEncoder, ModelError
-from tpccma_lib.models.factory import atomic_torch_save, load_checkpoint
+from tpccma_lib.models.factory import load_checkpoint, save_checkpoint
 
 __all__ = [
     "TrainConfig",
@@ -278,12 +279,6 @@ class PairBatcher:
 
 
 # ---------------------------------------------------------------------- helpers
-def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _resolve_device(spec: str) -> torch.device:
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -312,7 +307,7 @@ def _allreduce_mean(
     grads: list[torch.Tensor | None], params: list[torch.nn.Parameter]
 ) -> list[torch.Tensor]:
     out = [g if g is not None else torch.zeros_like(p) for g, p in zip(grads, params, strict=True)]
-    _, world = _world()
+    _, world = rank_and_world()
     if world > 1:
         for g in out:
             dist.all_reduce(g)
@@ -494,7 +489,7 @@ def train(
         RunLockedError: another process is training into ``out_dir``.
     """
     out_dir = Path(out_dir)
-    rank, _ = _world()
+    rank, _ = rank_and_world()
     if data.n_images >= 2 and cfg.batch_size > data.n_images:
         raise TrainError(
             f"batch_size {cfg.batch_size} is larger than the training set ({data.n_images} "
@@ -515,6 +510,153 @@ def train(
         return _train(model, data, cfg, out_dir, **options)
 
 
+@dataclass
+class _Objective:
+    """The run's losses and how their gradients combine: the three gradient paths.
+
+    alpha = 0: the contrastive gradient alone. alpha > 0 on a measurement step of the
+    gradient-aware scheduler: the contrastive and alignment gradients separately, combined by
+    the scheduler's rule. Otherwise: one gradient of ``L_clip + alpha_eff L_CMA``.
+    Gradients are averaged over ranks (DDP) before they are combined.
+    """
+
+    params: list[torch.nn.Parameter]
+    clip_loss: ClipLoss
+    cma_loss: CMALoss
+    scheduler: GradientAwareScheduler
+    scaler: torch.amp.GradScaler
+
+    @classmethod
+    def of(
+        cls,
+        cfg: TrainConfig,
+        params: list[torch.nn.Parameter],
+        curriculum: CurriculumConfig,
+        fp16: bool,
+    ) -> _Objective:
+        """The objective ``cfg`` describes (loss scaling only for fp16 autocast)."""
+        cma = CMALoss(
+            centroid_weight=cfg.centroid_weight,
+            distribution_weight=cfg.distribution_weight,
+            distribution_term=cfg.distribution_term,
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=fp16)
+        return cls(params, ClipLoss(), cma, GradientAwareScheduler(curriculum), scaler)
+
+    def _grad(self, loss: torch.Tensor, retain_graph: bool = False) -> list[torch.Tensor]:
+        g = torch.autograd.grad(
+            self.scaler.scale(loss), self.params, retain_graph=retain_graph, allow_unused=True
+        )
+        return list(g)
+
+    def gradients(
+        self, step: int, alpha: float, img_emb: torch.Tensor, txt_emb: torch.Tensor, l_clip: Any
+    ) -> tuple[list[torch.Tensor], dict[str, float], dict[str, Any]]:
+        """(gradient per parameter, CMA loss values to log, scheduler telemetry)."""
+        if alpha <= 0:
+            return _allreduce_mean(self._grad(l_clip), self.params), {}, {}
+        cma = self.cma_loss(img_emb, txt_emb)
+        if self.scheduler.needs_separate_grads(step):
+            g_clip = self._grad(l_clip, retain_graph=True)
+            g_align = self._grad(alpha * cma.total)
+            g_clip = _allreduce_mean(g_clip, self.params)
+            g_align = _allreduce_mean(g_align, self.params)
+            grads, telemetry = self.scheduler.combine(step, g_clip, g_align)
+        else:
+            a_eff = self.scheduler.effective_alpha(alpha)
+            grads = _allreduce_mean(self._grad(l_clip + a_eff * cma.total), self.params)
+            telemetry = {"effective_alpha": a_eff}
+        logged = {
+            "loss_cma": float(cma.total.detach()),
+            "cma_centroid": float(cma.centroid),
+            "cma_distribution": float(cma.distribution),
+        }
+        return grads, logged, telemetry
+
+
+def _apply_gradients(
+    grads: list[torch.Tensor],
+    params: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+) -> dict[str, float]:
+    """One optimiser step with ``grads`` (clipped to ``grad_clip`` when > 0); the grad norm."""
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+    scaler.unscale_(optimizer)
+    logged = {}
+    if grad_clip > 0:
+        logged["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    scaler.step(optimizer)
+    scaler.update()
+    optimizer.zero_grad(set_to_none=True)
+    return logged
+
+
+def _resume_state(
+    out_dir: Path,
+    fingerprint: dict[str, Any],
+    model: DualEncoder,
+    optimizer: torch.optim.Optimizer,
+    scheduler: GradientAwareScheduler,
+    resume: bool,
+) -> tuple[int, list[dict[str, Any]]]:
+    """(first step, log records before it): from ``checkpoint.pt`` when resuming, else (0, [])
+    and an old log removed. A checkpoint of other settings, data or base is refused."""
+    ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
+    if resume and ckpt_path.exists():
+        payload = load_checkpoint(ckpt_path)
+        _check_resume(payload, fingerprint, ckpt_path)
+        model.load_state_dict(payload["state_dict"], strict=False)
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        start_step = int(payload["step"])
+        history = []
+        if log_path.exists():
+            history = [h for h in _read_log(log_path) if h["step"] < start_step]
+        return start_step, history
+    if rank_and_world()[0] == 0 and log_path.exists():
+        log_path.unlink()
+    return 0, []
+
+
+def _log_values(
+    model: DualEncoder, l_clip: Any, img_emb: torch.Tensor, txt_emb: torch.Tensor, telemetry: dict
+) -> dict[str, Any]:
+    """What a logged step records beyond the losses: batch gap, logit scale, telemetry."""
+    with torch.no_grad():
+        batch_gap = float((img_emb.float().mean(0) - txt_emb.float().mean(0)).norm())
+    return {
+        "loss_clip": float(l_clip.detach()),
+        "batch_gap": batch_gap,
+        "logit_scale": float(model.logit_scale().detach()),
+        **{
+            k: (float(v) if isinstance(v, (int, float, bool, torch.Tensor)) else v)
+            for k, v in telemetry.items()
+        },
+    }
+
+
+def _finish(
+    model: DualEncoder,
+    cfg: TrainConfig,
+    final_path: Path,
+    history: list[dict[str, Any]],
+    eval_fn: Callable[[DualEncoder, int], dict[str, float]] | None,
+    extra_checkpoint: dict[str, Any] | None,
+) -> None:
+    """The final evaluation (added to the last log record) and ``final.pt`` (rank 0)."""
+    final_eval = {}
+    if eval_fn is not None:
+        final_eval = {f"val_{k}": v for k, v in eval_fn(model, cfg.steps).items()}
+        if history:
+            history[-1].update(final_eval)
+    if rank_and_world()[0] == 0:
+        extra = {"train_config": cfg.to_dict(), "step": cfg.steps, "final_eval": final_eval}
+        save_checkpoint(final_path, model, **extra, **(extra_checkpoint or {}))
+
+
 def _train(
     model: DualEncoder,
     data: InputSource,
@@ -530,7 +672,7 @@ def _train(
 ) -> TrainResult:
     """The body of :func:`train` (``out_dir`` locked by rank 0)."""
     started = time.perf_counter()
-    rank, world = _world()
+    rank, world = rank_and_world()
     if cfg.batch_size % world:
         raise TrainError(
             f"batch_size {cfg.batch_size} must be divisible by the world size {world}."
@@ -543,58 +685,22 @@ def _train(
     if not params:
         raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
     curriculum = cfg.curriculum()
-    scheduler = GradientAwareScheduler(curriculum)
-    clip_loss = ClipLoss()
-    cma_loss = CMALoss(
-        centroid_weight=cfg.centroid_weight,
-        distribution_weight=cfg.distribution_weight,
-        distribution_term=cfg.distribution_term,
-    )
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+    use_amp = amp_dtype is not None and device.type == "cuda"
+    objective = _Objective.of(cfg, params, curriculum, fp16=use_amp and amp_dtype == torch.float16)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     batcher = PairBatcher(data.text_to_image, data.n_images, cfg.batch_size, cfg.seed)
     if batcher.batch_size % world:
         raise TrainError(f"{data.n_images} images cannot be split evenly over {world} ranks.")
     local = batcher.batch_size // world
 
-    start_step, history = 0, []
-    ckpt_path = out_dir / "checkpoint.pt"
     log_path = out_dir / "metrics.jsonl"
     fingerprint = _config_fingerprint(
         model, cfg, data_digest(data), weights_digest(model), fingerprint_extra
     )
-    if resume and ckpt_path.exists():
-        payload = load_checkpoint(ckpt_path)
-        _check_resume(payload, fingerprint, ckpt_path)
-        model.load_state_dict(payload["state_dict"], strict=False)
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        start_step = int(payload["step"])
-        if log_path.exists():
-            history = [h for h in _read_log(log_path) if h["step"] < start_step]
-    elif rank == 0 and log_path.exists():
-        log_path.unlink()
-
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    grad_scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
-
-    def write_checkpoint(step: int) -> None:
-        if rank != 0:
-            return
-        atomic_torch_save(
-            {
-                "format": "tpccma-checkpoint-v1",
-                "model_config": model.config(),
-                "state_dict": model.trainable_state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "step": step,
-                "fingerprint": fingerprint,
-                "train_config": cfg.to_dict(),
-            },
-            ckpt_path,
-        )
-
+    start_step, history = _resume_state(
+        out_dir, fingerprint, model, optimizer, objective.scheduler, resume
+    )
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
@@ -611,78 +717,31 @@ def _train(
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg)
         img_idx, cap_idx = batcher.batch(step)
-        img_idx = img_idx[rank * local : (rank + 1) * local]
-        cap_idx = cap_idx[rank * local : (rank + 1) * local]
-        x_img = data.image_fn(img_idx).to(device, non_blocking=True)
-        x_txt = data.text_fn(cap_idx).to(device, non_blocking=True)
+        x_img = data.image_fn(img_idx[rank * local : (rank + 1) * local]).to(
+            device, non_blocking=True
+        )
+        x_txt = data.text_fn(cap_idx[rank * local : (rank + 1) * local]).to(
+            device, non_blocking=True
+        )
         alpha = alpha_at(step, cfg.steps, curriculum)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
             img_emb = model.encode_image_inputs(x_img)
             txt_emb = model.encode_text_inputs(x_txt)
-            l_clip = clip_loss(img_emb, txt_emb, model.logit_scale())
+            l_clip = objective.clip_loss(img_emb, txt_emb, model.logit_scale())
         record: dict[str, Any] = {
             "step": step,
             "phase": phase_at(step, cfg.steps, curriculum),
             "alpha": alpha,
             "lr": optimizer.param_groups[0]["lr"],
         }
-        telemetry: dict[str, Any] = {}
-        if alpha > 0:
-            cma = cma_loss(img_emb, txt_emb)
-            separate = scheduler.needs_separate_grads(step)
-            if separate:
-                g_clip = torch.autograd.grad(
-                    grad_scaler.scale(l_clip), params, retain_graph=True, allow_unused=True
-                )
-                g_align = torch.autograd.grad(
-                    grad_scaler.scale(alpha * cma.total), params, allow_unused=True
-                )
-                g_clip = _allreduce_mean(list(g_clip), params)
-                g_align = _allreduce_mean(list(g_align), params)
-                grads, telemetry = scheduler.combine(step, g_clip, g_align)
-            else:
-                a_eff = scheduler.effective_alpha(alpha)
-                g = torch.autograd.grad(
-                    grad_scaler.scale(l_clip + a_eff * cma.total), params, allow_unused=True
-                )
-                grads = _allreduce_mean(list(g), params)
-                telemetry = {"effective_alpha": a_eff}
-            record.update(
-                loss_cma=float(cma.total.detach()),
-                cma_centroid=float(cma.centroid),
-                cma_distribution=float(cma.distribution),
-            )
-        else:
-            g = torch.autograd.grad(grad_scaler.scale(l_clip), params, allow_unused=True)
-            grads = _allreduce_mean(list(g), params)
-        for p, g in zip(params, grads, strict=True):
-            p.grad = g
-        grad_scaler.unscale_(optimizer)
-        if cfg.grad_clip > 0:
-            record["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
-        grad_scaler.step(optimizer)
-        grad_scaler.update()
-        optimizer.zero_grad(set_to_none=True)
+        grads, cma_values, telemetry = objective.gradients(step, alpha, img_emb, txt_emb, l_clip)
+        record.update(cma_values)
+        record.update(_apply_gradients(grads, params, optimizer, objective.scaler, cfg.grad_clip))
 
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            with torch.no_grad():
-                batch_gap = float((img_emb.float().mean(0) - txt_emb.float().mean(0)).norm())
-            record.update(
-                loss_clip=float(l_clip.detach()),
-                batch_gap=batch_gap,
-                logit_scale=float(model.logit_scale().detach()),
-                **{
-                    k: (float(v) if isinstance(v, (int, float, bool, torch.Tensor)) else v)
-                    for k, v in telemetry.items()
-                },
-            )
-            if (
-                eval_fn is not None
-                and cfg.eval_every
-                and done % cfg.eval_every == 0
-                and done != cfg.steps
-            ):
+            record.update(_log_values(model, l_clip, img_emb, txt_emb, telemetry))
+            if eval_fn and cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
                 record.update({f"val_{k}": v for k, v in eval_fn(model, done).items()})
                 model.train()
             history.append(record)
@@ -690,32 +749,25 @@ def _train(
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
             bar.set_postfix(
-                loss=f"{float(l_clip.detach()):.3f}", alpha=f"{alpha:.3f}", gap=f"{batch_gap:.3f}"
+                loss=f"{record['loss_clip']:.3f}",
+                alpha=f"{alpha:.3f}",
+                gap=f"{record['batch_gap']:.3f}",
             )
-        if done % cfg.checkpoint_every == 0 or done == end_step:
-            write_checkpoint(done)
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == end_step):
+            save_checkpoint(
+                out_dir / "checkpoint.pt",
+                model,
+                optimizer=optimizer.state_dict(),
+                scheduler=objective.scheduler.state_dict(),
+                step=done,
+                fingerprint=fingerprint,
+                train_config=cfg.to_dict(),
+            )
     bar.close()
 
     final_path = out_dir / "final.pt"
     if end_step == cfg.steps:
-        final_eval = {}
-        if eval_fn is not None:
-            final_eval = {f"val_{k}": v for k, v in eval_fn(model, cfg.steps).items()}
-            if history:
-                history[-1].update(final_eval)
-        if rank == 0:
-            atomic_torch_save(
-                {
-                    "format": "tpccma-checkpoint-v1",
-                    "model_config": model.config(),
-                    "state_dict": model.trainable_state_dict(),
-                    "train_config": cfg.to_dict(),
-                    "step": cfg.steps,
-                    "final_eval": final_eval,
-                    **(extra_checkpoint or {}),
-                },
-                final_path,
-            )
+        _finish(model, cfg, final_path, history, eval_fn, extra_checkpoint)
     return TrainResult(
         model, history, out_dir, final_path, start_step, time.perf_counter() - started
     )

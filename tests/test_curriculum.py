@@ -45,7 +45,7 @@ def _tensors(*arrays) -> list[torch.Tensor]:
 # ---------------------------------------------------------------------- config
 def test_config_round_trip_through_dict():
     cfg = _cfg(alpha_target=0.5, ramp_shape="linear", rule="scale", measure_every=3, recovery=1.2)
-    d = cfg.asdict()
+    d = cfg.to_dict()
     assert d["alpha_target"] == 0.5 and d["rule"] == "scale"
     assert CurriculumConfig.from_dict(d) == cfg
 

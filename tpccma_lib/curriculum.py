@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from tpccma_lib.settings import Settings
 
 __all__ = [
     "CurriculumConfig",
@@ -64,7 +66,7 @@ class CurriculumError(ValueError):
 
 
 @dataclass(frozen=True)
-class CurriculumConfig:
+class CurriculumConfig(Settings):
     """Settings of the alpha schedule and the gradient-aware scheduler.
 
     ``alpha_target`` must lie in [0, 1]: L_CMA is an auxiliary term weighed against the
@@ -72,6 +74,8 @@ class CurriculumConfig:
     outweigh the task it is meant to keep), and [0, 1] is the range the paper sweeps
     (0.05 and 0.5 are its headline settings).
     """
+
+    settings_error: ClassVar[type[Exception]] = CurriculumError
 
     alpha_target: float = 0.0  # weight of L_CMA in phase 3, in [0, 1]
     warmup_fraction: float = 0.2  # phase 1: fraction of the run with the contrastive loss only
@@ -157,21 +161,6 @@ class CurriculumConfig:
             )
         if not 0.0 < self.min_tempering <= 1.0:
             raise CurriculumError(f"min_tempering must lie in (0, 1], got {self.min_tempering}.")
-
-    def asdict(self) -> dict[str, Any]:
-        """Plain dict of the settings (for checkpoints and result rows)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> CurriculumConfig:
-        """Inverse of :meth:`asdict`; unknown keys are an error (they are likely typos)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise CurriculumError(
-                f"unknown CurriculumConfig keys {sorted(unknown)}; known: {sorted(known)}."
-            )
-        return cls(**dict(d))
 
 
 # ---------------------------------------------------------------------- alpha schedule
@@ -462,7 +451,7 @@ class GradientAwareScheduler:
             "tempering": self.tempering,
             "measurements": self.measurements,
             "conflicts": self.conflicts,
-            "config": self.cfg.asdict(),
+            "config": self.cfg.to_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -473,8 +462,8 @@ class GradientAwareScheduler:
                 "dict that GradientAwareScheduler.state_dict() returned."
             )
         saved = dict(state["config"])
-        if saved != self.cfg.asdict():
-            diff = sorted(k for k in saved if saved[k] != self.cfg.asdict().get(k))
+        if saved != self.cfg.to_dict():
+            diff = sorted(k for k in saved if saved[k] != self.cfg.to_dict().get(k))
             raise CurriculumError(
                 f"the checkpoint's scheduler was built with different settings ({diff}); "
                 "resume with the same CurriculumConfig or start a fresh run."

@@ -24,9 +24,9 @@ import os
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +40,7 @@ from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.losses import ClipLoss, CMALoss
 from tpccma_lib.models.base import DualEncoder, ModelError
 from tpccma_lib.models.factory import load_checkpoint, save_checkpoint
+from tpccma_lib.settings import Settings
 
 __all__ = [
     "TrainConfig",
@@ -91,8 +92,10 @@ def _check_device_spec(spec: Any) -> None:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Settings):
     """All settings of one training run (CLI flags and papermill parameters map onto these)."""
+
+    settings_error: ClassVar[type[Exception]] = TrainError
 
     steps: int = 300  # optimisation steps in the whole run
     batch_size: int = 256  # global batch (image-caption pairs), split across ranks
@@ -115,6 +118,7 @@ class TrainConfig:
     conflict_threshold: float = 0.0  # gradient cosine below which the two objectives conflict
     recovery: float = 1.05  # "scale" rule: per-measurement recovery of the tempering factor
     conflict_shrink: float = 0.5  # "scale" rule: tempering factor multiplier on a conflict
+    min_tempering: float = 1e-3  # "scale" rule: floor of the tempering factor after a shrink
     # lambda_c, lambda_d: only alpha * lambda matters; these put alpha's range 0.01..1 where the gap
     # moves (benchmarks/calibrate_cma_weights.py; README "Choosing the CMA weights")
     centroid_weight: float = 10.0  # lambda_c of the centroid term of L_CMA
@@ -171,34 +175,15 @@ class TrainConfig:
         self.curriculum()  # validates alpha_target, phase fractions, shapes
 
     def curriculum(self) -> CurriculumConfig:
-        """The curriculum part of these settings (validated there)."""
+        """The curriculum part of these settings (validated there): every field of
+        ``CurriculumConfig`` under the same name here, except ``rule`` = ``conflict_rule``."""
+        names = CurriculumConfig.field_names() - {"rule"}
         try:
             return CurriculumConfig(
-                alpha_target=self.alpha_target,
-                warmup_fraction=self.warmup_fraction,
-                ramp_fraction=self.ramp_fraction,
-                ramp_shape=self.ramp_shape,
-                gradient_aware=self.gradient_aware,
-                rule=self.conflict_rule,
-                measure_every=self.measure_every,
-                max_norm_ratio=self.max_norm_ratio,
-                conflict_threshold=self.conflict_threshold,
-                recovery=self.recovery,
-                conflict_shrink=self.conflict_shrink,
+                rule=self.conflict_rule, **{name: getattr(self, name) for name in names}
             )
         except ValueError as exc:
             raise TrainError(str(exc)) from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise TrainError(f"unknown TrainConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)
 
 
 # ---------------------------------------------------------------------- data

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
+
+from tpccma_lib.models.base import ModelError
+from tpccma_lib.settings import Settings
 
 __all__ = ["ModelConfig", "BACKENDS"]
 
@@ -11,8 +14,10 @@ BACKENDS = ("towers", "open_clip")
 
 
 @dataclass
-class ModelConfig:
-    """Settings of a dual encoder. Saved (``asdict``) in every checkpoint and result."""
+class ModelConfig(Settings):
+    """Settings of a dual encoder. Saved (``to_dict``) in every checkpoint and result."""
+
+    settings_error: ClassVar[type[Exception]] = ModelError
 
     backend: str = "towers"  # "towers" (embedded default, CPU) or "open_clip" (real CLIP)
     name: str = (
@@ -31,8 +36,6 @@ class ModelConfig:
     seed: int = 0  # seed of the random initialisation of the trainable heads
 
     def __post_init__(self) -> None:
-        from tpccma_lib.models.base import ModelError
-
         if self.backend not in BACKENDS:
             raise ModelError(f"unknown backend {self.backend!r}; choose one of {BACKENDS}.")
         if self.head not in ("linear", "mlp"):
@@ -41,17 +44,3 @@ class ModelConfig:
             raise ModelError(f"embed_dim must be >= 2, got {self.embed_dim}.")
         if self.image_size < 32:
             raise ModelError(f"image_size must be >= 32 px, got {self.image_size}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Build from a dict; unknown keys are an error (they signal a typo or another version)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            from tpccma_lib.models.base import ModelError
-
-            raise ModelError(f"unknown ModelConfig keys {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**d)

@@ -99,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(s, ModelConfig)
     add_dataclass_args(s, TrainConfig, defaults=FINETUNE_CONFIG)
     s.add_argument(
-        "--out", required=True, help="run folder (checkpoint.pt, final.pt, metrics.jsonl)"
+        "--out",
+        default=None,
+        help="run folder (checkpoint.pt, final.pt, metrics.jsonl); default: the folder notebooks "
+        "03/04 use, <runs>/finetune[/<data+model key>]/alpha<alpha_target>-seed<seed>",
     )
     s.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
@@ -218,14 +221,21 @@ def _init_distributed() -> bool:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from tpccma_lib.atomic import check_writable
     from tpccma_lib.pipeline import FINETUNE_CONFIG
     from tpccma_lib.train import TrainConfig
 
     exp = _experiment(args)
     cfg = dataclass_from_args(TrainConfig, args, base=FINETUNE_CONFIG)
+    # default: the run folder notebooks 03/04 use for these settings
+    out = args.out or exp.run_dir("finetune", f"alpha{cfg.alpha_target}-seed{cfg.seed}")
+    check_writable(out, "--out")  # before any work, not at the first checkpoint
     distributed = _init_distributed()
     try:
-        result = exp.finetune(cfg, args.out, resume=not args.no_resume)
+        from tpccma_lib.runs import gap_monitor
+
+        # the validation gap every eval_every steps, as notebook 03 logs it (its gap curves)
+        result = exp.finetune(cfg, out, resume=not args.no_resume, eval_fn=gap_monitor(exp, "val"))
     finally:
         if distributed:
             import torch.distributed as dist
@@ -241,9 +251,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from tpccma_lib.atomic import atomic_write_text, check_writable
     from tpccma_lib.reporting import EvalConfig, evaluate_model
 
     exp = _experiment(args)
+    if args.csv:
+        check_writable(args.csv, "--csv", folder=False)  # before the work, not after it
     model = exp.load(args.checkpoint) if args.checkpoint else exp.base_model()
     base_cfg = EvalConfig()
     cfg = EvalConfig(
@@ -258,20 +271,39 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     )
     print(frame.to_string(index=False))
     if args.csv:
-        Path(args.csv).parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(args.csv, index=False)
+        atomic_write_text(args.csv, frame.to_csv(index=False))
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from tpccma_lib.sweep import parse_grid, run_sweep
+    """Exit 0 when every run finished, 1 when any failed (listed), 130 on Ctrl-C."""
+    from tpccma_lib.atomic import check_writable
+    from tpccma_lib.sweep import SweepInterrupted, parse_grid, run_sweep
 
     alphas, seeds = parse_grid(args.alphas, args.seeds)
-    summary = run_sweep(
-        alphas, seeds, out_dir=args.out, jobs=args.jobs, parameters=_params(args.param)
-    )
+    parameters = _params(args.param)
+    check_writable(args.out, "--out")
+    try:
+        summary = run_sweep(alphas, seeds, out_dir=args.out, jobs=args.jobs, parameters=parameters)
+        code = 0
+    except SweepInterrupted as exc:
+        summary, code = exc.summary, 130
     print(summary.to_string(index=False))
-    return 0
+    for status, verb in (("failed", "failed"), ("interrupted", "were interrupted")):
+        bad = summary[summary.status == status]
+        if len(bad):
+            print(f"tpccma sweep: {len(bad)} of {len(summary)} runs {verb}:", file=sys.stderr)
+            for row in bad.itertuples():
+                where = f" (see {row.notebook})" if isinstance(row.notebook, str) else ""
+                print(f"  {row.run_dir}: {row.error}{where}", file=sys.stderr)
+            code = code or 1
+    if code == 130:
+        print(
+            "tpccma sweep: interrupted; finished runs are kept, rerun the same command to do "
+            "the rest.",
+            file=sys.stderr,
+        )
+    return code
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -329,11 +361,16 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tpccma_lib.locks import RunLockedError
+
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError, RunLockedError) as exc:  # OSError: unwritable, disk full, ...
         print(f"tpccma {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"tpccma {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,7 @@ class NotebookPaths:
     """Where a notebook reads and writes its artefacts."""
 
     runs: Path  # checkpoints and training runs (``$TPCCMA_RUNS`` or <repo>/runs)
-    reports: Path  # figures and tables for the report (<repo>/reports)
+    reports: Path  # figures and tables for the report (``$TPCCMA_REPORTS`` or <repo>/reports)
 
 
 def setup_notebook(seed: int = 0, threads: int | None = None) -> NotebookPaths:
@@ -59,11 +59,11 @@ def setup_notebook(seed: int = 0, threads: int | None = None) -> NotebookPaths:
     pd.set_option("display.precision", PRECISION)
     pd.set_option("display.width", 120)
     pd.set_option("display.max_columns", 30)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # No HF_HUB_OFFLINE here: the full reproduction's first run downloads open_clip weights
+    # (the embedded towers set offline mode themselves when they load).
     root = repo_root()
     runs = Path(os.environ.get("TPCCMA_RUNS", root / "runs"))
-    reports = root / "reports"
+    reports = Path(os.environ.get("TPCCMA_REPORTS", root / "reports"))
     runs.mkdir(parents=True, exist_ok=True)
     reports.mkdir(parents=True, exist_ok=True)
     return NotebookPaths(runs=runs, reports=reports)

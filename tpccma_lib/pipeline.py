@@ -29,6 +29,7 @@ __all__ = [
     "PRETRAIN_CONFIG",
     "FINETUNE_CONFIG",
     "DATASETS",
+    "TASK_DATASETS",
     "config_from_params",
     "finetune_config",
 ]
@@ -66,9 +67,35 @@ FINETUNE_CONFIG = TrainConfig(
 )
 
 
+#: Which data set serves which task, per ``(dataset, zero_shot)`` of :class:`DataConfig`.
+#: "labelled" tasks (zero-shot, joint clustering) need class labels, which COCO lacks.
+TASK_DATASETS: dict[tuple[str, str], dict[str, str]] = {
+    ("shapes", "same"): dict.fromkeys(
+        ("gap", "retrieval", "captioning", "zero_shot", "clustering"), "captioned-shapes"
+    ),
+    ("shapes", "cifar10"): {
+        **dict.fromkeys(("gap", "retrieval", "captioning"), "captioned-shapes"),
+        **dict.fromkeys(("zero_shot", "clustering"), "cifar10"),
+    },
+    ("coco", "cifar10"): {
+        **dict.fromkeys(("gap", "retrieval", "captioning"), "coco-karpathy"),
+        **dict.fromkeys(("zero_shot", "clustering"), "cifar10"),
+    },
+}
+
+
 @dataclass
 class DataConfig:
-    """Which data, how much of it, and from where."""
+    """Which data, how much of it, from where, and which data set serves which task.
+
+    ``dataset`` serves the caption tasks (modality gap, retrieval, text-only captioning);
+    ``zero_shot`` the labelled tasks (zero-shot classification and joint clustering):
+    ``"same"`` = the classes of ``dataset`` itself (the shapes), ``"cifar10"`` = CIFAR-10 test
+    with CLIP's CIFAR-10 prompts (the paper's protocol; required with COCO, which has no
+    classes). :meth:`tasks` spells the mapping out. ``root`` holds ``coco/`` and ``cifar10/``
+    as ``tpccma prepare --root`` writes them. ``device`` is where evaluation embeds (it is not
+    part of a run's identity: the same data on another device is the same run).
+    """
 
     dataset: str = "shapes"  # "shapes" (embedded, procedural) or "coco" (Karpathy split)
     n_train: int = 3000  # training images (shapes: rendered; coco: first n of the split, 0 = all)
@@ -77,7 +104,8 @@ class DataConfig:
     image_size: int = 64  # shapes: rendered size in px (= the image tower's input size)
     seed: int = 0  # shapes: the world's seed (same seed, same bytes)
     zero_shot: str = "same"  # zero-shot data: "same" (the shape classes) or "cifar10"
-    root: str | None = None  # coco / cifar10: data folder (default: $TPCCMA_DATA or ./data)
+    root: str | None = None  # holds coco/ and cifar10/ (default: $TPCCMA_DATA or ./data)
+    device: str = "auto"  # where evaluation embeds: "auto" (CUDA if present), "cpu", "cuda"
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -87,13 +115,44 @@ class DataConfig:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
         if self.zero_shot not in ("same", "cifar10"):
             raise ValueError(f"zero_shot must be 'same' or 'cifar10', got {self.zero_shot!r}.")
+        if (self.dataset, self.zero_shot) not in TASK_DATASETS:
+            raise ValueError(
+                f"dataset={self.dataset!r} has no classes, so zero-shot accuracy and joint "
+                "clustering need another data set: set zero_shot='cifar10' (the paper's "
+                "protocol; notebook parameter / flag `zero_shot`)."
+            )
+        if self.device != "auto":
+            import torch
+
+            try:
+                torch.device(self.device)
+            except RuntimeError as exc:
+                raise ValueError(
+                    f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}."
+                ) from exc
+
+    def tasks(self) -> dict[str, str]:
+        """Task -> the data set it is measured on (gap, retrieval, captioning, zero_shot,
+        clustering)."""
+        return dict(TASK_DATASETS[(self.dataset, self.zero_shot)])
+
+    def identity(self) -> dict[str, Any]:
+        """The settings that decide the data (what run folders and checkpoints are keyed by):
+        every field but ``device``."""
+        out = asdict(self)
+        out.pop("device")
+        return out
 
     @property
     def label(self) -> str:
         """How results name this data set (with the caveat that shapes stand in for COCO)."""
         if self.dataset == "shapes":
-            return f"captioned-shapes (seed {self.seed}, {self.image_size} px; stand-in for COCO/CIFAR-10)"
-        return "COCO captions (Karpathy split)"
+            label = f"captioned-shapes (seed {self.seed}, {self.image_size} px; stand-in for COCO/CIFAR-10)"
+        else:
+            label = "COCO captions (Karpathy split)"
+        if self.zero_shot == "cifar10":
+            label += " + CIFAR-10 test (zero-shot, joint clustering)"
+        return label
 
 
 def _digest(obj: Any) -> str:
@@ -132,6 +191,42 @@ class Experiment:
         self._inputs: dict[str, Any] = {}
         self._probe: DualEncoder | None = None
 
+    @property
+    def device(self) -> Any:
+        """The torch device evaluation embeds on (``DataConfig.device``; "auto": CUDA if any)."""
+        import torch
+
+        if self.data.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.data.device)
+
+    def _place(self, model: DualEncoder) -> DualEncoder:
+        """Move an open_clip model to :attr:`device` (the towers' heads run where they are: their
+        frozen stage is cached on disk and stays on the CPU)."""
+        here, want = model.device, self.device
+        if not model.cacheable_inputs and (
+            here.type != want.type or (want.index is not None and here != want)
+        ):  # a model on cuda:1 (a torchrun rank) stays there when the device is "cuda"
+            model.to(want)
+        return model
+
+    @property
+    def run_tag(self) -> str:
+        """Sub-folder that keys runs by data set and model: ``""`` for the embedded default
+        (captioned shapes + towers, folders as they always were), else
+        ``<dataset>-<model name>-<digest of data identity and model config>``."""
+        if self.data.dataset == "shapes" and self.model_config.backend == "towers":
+            return ""
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.model_config.name)
+        key = _digest([self.data.identity(), self.model_config.to_dict()])[:8]
+        return f"{self.data.dataset}-{name}-{key}"
+
+    def run_dir(self, kind: str, name: str) -> Path:
+        """``runs_dir/kind[/run_tag]/name``: e.g. ``run_dir("finetune", "alpha0.5-seed0")``, the
+        folder notebook 03 (and ``tpccma train`` without ``--out``) writes and notebook 04 reads."""
+        tag = self.run_tag
+        return self.runs_dir / kind / tag / name if tag else self.runs_dir / kind / name
+
     # ------------------------------------------------------------------ data
     def split(self, name: str) -> Any:
         """The ``CaptionedImageSet`` of split ``name`` ("train", "val", "test")."""
@@ -148,22 +243,23 @@ class Experiment:
                     name, n, image_size=self.data.image_size, seed=self.data.seed
                 )
             else:
-                from tpccma_lib.data import data_root, load_coco_karpathy
+                from tpccma_lib.data import dataset_dir, load_coco_karpathy
 
-                root = Path(self.data.root) if self.data.root else data_root() / "coco"
-                ds = load_coco_karpathy(root, name, max_images=n or None)
+                ds = load_coco_karpathy(
+                    dataset_dir("coco", self.data.root), name, max_images=n or None
+                )
             self._splits[name] = ds
         return self._splits[name]
 
     def zero_shot_split(self) -> Any:
-        """The labelled set zero-shot accuracy is measured on (shapes test, or CIFAR-10 test)."""
+        """The labelled set of zero-shot accuracy and joint clustering: the shapes' test split,
+        or the whole CIFAR-10 test set (10,000 images; the paper's protocol)."""
         if self.data.zero_shot == "same":
             return self.split("test")
         if "cifar10" not in self._splits:
-            from tpccma_lib.data import data_root, load_cifar10
+            from tpccma_lib.data import dataset_dir, load_cifar10
 
-            root = Path(self.data.root) if self.data.root else data_root() / "cifar10"
-            self._splits["cifar10"] = load_cifar10(root, "test")
+            self._splits["cifar10"] = load_cifar10(dataset_dir("cifar10", self.data.root), "test")
         return self._splits["cifar10"]
 
     def _frozen(self, model: DualEncoder, name: str) -> Any:
@@ -187,7 +283,7 @@ class Experiment:
         """Folder of the base model: keyed by data, model and pretraining settings."""
         key = _digest(
             [
-                asdict(self.data),
+                self.data.identity(),
                 self.model_config.to_dict(),
                 self.pretrain_config.to_dict(),
                 CACHE_COMPUTE,
@@ -227,8 +323,8 @@ class Experiment:
         source = self.input_source(model, "train")
         kwargs: dict[str, Any] = {
             "progress": self.progress,
-            "extra_checkpoint": {"data_config": asdict(self.data), "role": "base"},
-            "fingerprint_extra": {"data_config": asdict(self.data)},
+            "extra_checkpoint": {"data_config": self.data.identity(), "role": "base"},
+            "fingerprint_extra": {"data_config": self.data.identity()},
         }
         with single_threaded():  # reused by every later run: thread-count independent
             try:
@@ -266,7 +362,61 @@ class Experiment:
         }
         inputs = self._frozen(model, split) if model.cacheable_inputs else None
         return embed_dataset(
-            model, self.split(split), inputs=inputs, meta=record, progress=self.progress
+            self._place(model),
+            self.split(split),
+            inputs=inputs,
+            meta=record,
+            progress=self.progress,
+        )
+
+    def text_embeddings(self, model: DualEncoder, split: str = "train") -> Any:
+        """(N_txt, D) embeddings of the captions of ``split`` only (what the text-only caption
+        decoder trains on): no image of the split is decoded or encoded (towers: the cached
+        features, as in :meth:`embeddings`)."""
+        if model.cacheable_inputs:
+            return self.embeddings(model, split).text
+        texts, _ = self.split(split).flat_captions()
+        return self._place(model).encode_texts(texts, progress=self.progress)
+
+    def labelled_embeddings(self, model: DualEncoder, **meta: Any) -> Embeddings:
+        """Embeddings of the labelled tasks (zero-shot, joint clustering); see :meth:`tasks`.
+
+        ``zero_shot="same"``: the test split (:meth:`embeddings`). ``"cifar10"``: the CIFAR-10
+        test images, and as text side the embedding of every class prompt (each of CLIP's
+        CIFAR-10 templates filled with each class name; a prompt carries its class, paired with
+        the first test image of that class). CIFAR-10 has no captions, so it is never embedded
+        as a caption set.
+        """
+        if self.data.zero_shot == "same":
+            return self.embeddings(model, "test", **meta)
+        import numpy as np
+
+        ds = self.zero_shot_split()
+        templates = ds.prompt_templates or ("a photo of a {}.",)
+        first_image = {int(c): int(np.flatnonzero(ds.labels == c)[0]) for c in np.unique(ds.labels)}
+        classes = [c for c in range(len(ds.class_names)) if c in first_image]
+        prompts = [t.format(ds.class_names[c]) for c in classes for t in templates]
+        model = self._place(model)
+        was_training = model.training
+        model.eval()
+        image = model.encode_images(ds.images, batch_size=64, progress=self.progress)
+        text = model.encode_texts(prompts, progress=self.progress)
+        model.train(was_training)
+        record = {
+            "dataset": ds.name,
+            "split": ds.split,
+            "model": f"{model.backend}:{model.config().get('name')}",
+            "text_side": "class prompts",
+            "seed": self.data.seed,
+            **meta,
+        }
+        return Embeddings(
+            image=image,
+            text=text,
+            text_to_image=np.repeat([first_image[c] for c in classes], len(templates)),
+            image_labels=ds.labels,
+            class_names=tuple(ds.class_names),
+            meta=record,
         )
 
     def encode_texts(self, model: DualEncoder, texts: list[str]) -> Any:
@@ -290,11 +440,11 @@ class Experiment:
             out_dir,
             progress=self.progress,
             extra_checkpoint={
-                "data_config": asdict(self.data),
+                "data_config": self.data.identity(),
                 "role": "finetune",
                 "base_checkpoint": str(self.base_dir / "final.pt"),
             },
-            fingerprint_extra={"data_config": asdict(self.data)},
+            fingerprint_extra={"data_config": self.data.identity()},
             **train_kwargs,
         )
 

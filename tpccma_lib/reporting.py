@@ -24,7 +24,6 @@ from tpccma_lib.evaluation import (
     rows_to_frame,
     train_text_decoder,
 )
-from tpccma_lib.features import embed_dataset
 from tpccma_lib.geometry import decompose
 from tpccma_lib.models import DualEncoder
 from tpccma_lib.posthoc import PosthocMethod, make_posthoc
@@ -75,17 +74,20 @@ def zero_shot_class_embeddings(exp: Any, model: DualEncoder) -> tuple[np.ndarray
     """(C, D) prompt-ensemble class embeddings and the labelled data set they classify."""
     ds = exp.zero_shot_split()
     templates = ds.prompt_templates or ("a photo of a {}.",)
+    if hasattr(exp, "_place"):
+        exp._place(model)
     return class_text_embeddings(model.encode_texts, ds.class_names, templates), ds
 
 
 def fit_caption_decoder(
     exp: Any, model: DualEncoder, cfg: EvalConfig | None = None, progress: bool = False
 ) -> TextDecoder:
-    """Train the text-only caption decoder on the train split's caption embeddings."""
+    """Train the text-only caption decoder on the train split's caption embeddings (only the
+    text side of the train split is embedded)."""
     cfg = cfg or EvalConfig()
-    train_emb = exp.embeddings(model, "train")
+    train_text = exp.text_embeddings(model, "train")
     texts, _ = exp.split("train").flat_captions()
-    return train_text_decoder(train_emb.text, texts, cfg.decoder, seed=cfg.seed, progress=progress)
+    return train_text_decoder(train_text, texts, cfg.decoder, seed=cfg.seed, progress=progress)
 
 
 def apply_posthoc(
@@ -129,10 +131,10 @@ def evaluate_model(
     cfg = cfg or EvalConfig()
     meta = {"checkpoint": checkpoint or "untracked"}
     test = exp.embeddings(model, "test", **meta)
-    class_emb, zs_set = zero_shot_class_embeddings(exp, model)
+    class_emb, _ = zero_shot_class_embeddings(exp, model)
     zs_emb = None
-    if zs_set is not exp.split("test"):  # e.g. CIFAR-10 beside COCO captions
-        zs_emb = embed_dataset(model, zs_set, meta=meta)
+    if exp.data.zero_shot != "same":  # CIFAR-10 (images + class prompts) beside the captions
+        zs_emb = exp.labelled_embeddings(model, **meta)
     name = posthoc if isinstance(posthoc, str) else posthoc.name
     if name != "identity":
         fit = exp.embeddings(model, cfg.posthoc_fit_split, **meta)
@@ -150,6 +152,8 @@ def evaluate_model(
         test,
         class_embeddings=class_emb,
         zero_shot=zs_emb,
+        clustering=zs_emb,
+        clustering_captions="first" if zs_emb is None else "all",
         decoder=decoder,
         references=references,
         seeds=cfg.clustering_seeds,

@@ -25,7 +25,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +98,7 @@ def run_differences(exp: Any, cfg: TrainConfig, payload: Mapping[str, Any]) -> l
             out.append(f"model {key}: {saved_model.get(key)!r} (run) vs {value!r}")
     saved_data = payload.get("data_config")
     if saved_data is not None:
-        for key, value in asdict(exp.data).items():
+        for key, value in exp.data.identity().items():
             if saved_data.get(key) != value:
                 out.append(f"data {key}: {saved_data.get(key)!r} (run) vs {value!r}")
     base = payload.get("base_checkpoint")
@@ -278,19 +277,18 @@ def compare_models(
         columns ``model``, ``data``, ``split`` and :data:`COMPARE_METRICS`.
     """
     from tpccma_lib.evaluation import retrieval_recall, zero_shot_accuracy
-    from tpccma_lib.features import embed_dataset
     from tpccma_lib.reporting import zero_shot_class_embeddings
 
     rows = []
     for name, model in models.items():
         emb = exp.embeddings(model, split)
         class_embeddings, zero_shot_set = zero_shot_class_embeddings(exp, model)
-        if zero_shot_set is exp.split(split):
+        if getattr(exp.data, "zero_shot", "same") != "same":  # CIFAR-10 (no captions)
+            labelled = exp.labelled_embeddings(model)
+        elif zero_shot_set is exp.split(split):
             labelled = emb
-        elif zero_shot_set is exp.split("test"):
-            labelled = exp.embeddings(model, "test")
         else:
-            labelled = embed_dataset(model, zero_shot_set)
+            labelled = exp.embeddings(model, "test")
         recall = retrieval_recall(emb, ks=(1,))
         rows.append(
             {

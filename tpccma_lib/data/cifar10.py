@@ -30,19 +30,28 @@ _SPLIT_BATCHES = {
 }
 _IMAGE_SIDE = 32
 
-# Zero-shot prompt ensemble in the style of CLIP's CIFAR prompts ("the" reads right for
-# every class name, vowel or not).
+# CLIP's CIFAR-10 zero-shot prompt ensemble: the 18 templates CLIP (Radford et al. 2021) lists
+# for CIFAR-10 in its prompt-engineering notes (openai/CLIP, data/prompts.md). open_clip ships
+# ImageNet templates only (``open_clip.zero_shot_metadata``), so the list is written out here.
 CIFAR10_PROMPT_TEMPLATES: tuple[str, ...] = (
-    "a photo of the {}.",
-    "a blurry photo of the {}.",
-    "a low resolution photo of the {}.",
-    "a close-up photo of the {}.",
-    "a cropped photo of the {}.",
-    "a pixelated photo of the {}.",
-    "a bright photo of the {}.",
-    "a dark photo of the {}.",
+    "a photo of a {}.",
+    "a blurry photo of a {}.",
+    "a black and white photo of a {}.",
+    "a low contrast photo of a {}.",
+    "a high contrast photo of a {}.",
+    "a bad photo of a {}.",
+    "a good photo of a {}.",
     "a photo of a small {}.",
     "a photo of a big {}.",
+    "a photo of the {}.",
+    "a blurry photo of the {}.",
+    "a black and white photo of the {}.",
+    "a low contrast photo of the {}.",
+    "a high contrast photo of the {}.",
+    "a bad photo of the {}.",
+    "a good photo of the {}.",
+    "a photo of the small {}.",
+    "a photo of the big {}.",
 )
 _HOW_TO_PREPARE = (
     "Run `tpccma prepare cifar10` (needs internet), or unpack cifar-10-python.tar.gz there by hand."
@@ -102,8 +111,8 @@ def load_cifar10(
 
     Returns:
         A :class:`CaptionedImageSet` with images (N, 32, 32, 3) uint8, empty caption lists,
-        labels (N,) int64 in [0, 10), the class names from ``batches.meta`` and a CLIP-style
-        prompt ensemble.
+        labels (N,) int64 in [0, 10), the class names from ``batches.meta`` and CLIP's
+        CIFAR-10 prompt ensemble (:data:`CIFAR10_PROMPT_TEMPLATES`).
     """
     if split not in _SPLIT_BATCHES:
         raise DataSetError(

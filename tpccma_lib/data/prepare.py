@@ -6,7 +6,13 @@ that becomes the real file (an atomic rename) only once its checksum matches, an
 archives through a temporary folder so that a half-unpacked archive never looks prepared.
 
 Everything lands in ``data_root() / name``: ``$TPCCMA_DATA`` if set, else the repository's
-``data/`` folder (``./data`` when the package is installed elsewhere).
+``data/`` folder (``./data`` when the package is installed elsewhere). One layout serves both
+ends: ``tpccma prepare coco cifar10 --root R`` writes ``R/coco`` and ``R/cifar10``, and a run
+with ``DataConfig(root=R)`` (notebook parameter ``root``) reads them from there
+(:func:`dataset_dir`)::
+
+    R/coco/dataset_coco.json   R/coco/train2014/   R/coco/val2014/
+    R/cifar10/cifar-10-batches-py/{data_batch_1..5, test_batch, batches.meta}
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ __all__ = [
     "PrepareError",
     "RemoteFile",
     "data_root",
+    "dataset_dir",
     "file_checksum",
     "is_prepared",
     "prepare",
@@ -110,6 +117,20 @@ def data_root() -> Path:
     if (repo / "pyproject.toml").is_file():
         return repo / "data"
     return Path.cwd() / "data"
+
+
+def dataset_dir(name: str, root: str | Path | None = None) -> Path:
+    """Folder of data set ``name`` ("coco" or "cifar10") under ``root`` (default
+    :func:`data_root`): ``root / name``, where ``tpccma prepare --root root`` puts it.
+
+    A ``root`` that is itself the data set's folder (it holds ``dataset_coco.json``, or
+    ``batches.meta`` / ``cifar-10-batches-py``) is accepted as such.
+    """
+    base = Path(root).expanduser() if root is not None else data_root()
+    own = {"coco": ("dataset_coco.json",), "cifar10": ("batches.meta", "cifar-10-batches-py")}
+    if not (base / name).exists() and any((base / f).exists() for f in own.get(name, ())):
+        return base
+    return base / name
 
 
 def file_checksum(path: Path, algorithm: str) -> str:

@@ -6,7 +6,8 @@ Which tasks run:
 task          needs                                                            module
 ============  ===============================================================  =============
 retrieval     always (images and their captions)                               retrieval
-clustering    labelled images (``image_labels >= 0``) of at least 2 classes    clustering
+clustering    labelled images (``image_labels >= 0``) of at least 2 classes,   clustering
+              in ``clustering`` when given (e.g. CIFAR-10 + class prompts)
 zero_shot     ``class_embeddings`` and labelled images                         zero_shot
 captioning    ``decoder`` and ``references``                                   captioning
 ============  ===============================================================  =============
@@ -37,6 +38,8 @@ def evaluate_embeddings(
     *,
     class_embeddings: np.ndarray | None = None,
     zero_shot: Embeddings | None = None,
+    clustering: Embeddings | None = None,
+    clustering_captions: str = "first",
     decoder: TextDecoder | None = None,
     references: Sequence[Sequence[str]] | None = None,
     seeds: Sequence[int] = (0, 1, 2),
@@ -51,6 +54,10 @@ def evaluate_embeddings(
         class_embeddings: (C, D) zero-shot class embeddings; enables ``zero_shot``.
         zero_shot: embeddings to classify instead of ``test`` (e.g. CIFAR-10 when ``test``
             is COCO); default ``test``.
+        clustering: embeddings to cluster jointly instead of ``test`` (e.g. CIFAR-10 images
+            with class-prompt texts when ``test`` is COCO); default ``test``.
+        clustering_captions: ``"first"`` (first caption per image) or ``"all"`` (every text,
+            e.g. every class prompt); see :func:`~tpccma_lib.evaluation.clustering.joint_points`.
         decoder: text-only caption decoder; with ``references`` enables ``captioning``.
         references: ``references[i]`` = reference captions of image ``i`` of ``test``.
         seeds: k-means seeds of the joint clustering.
@@ -62,9 +69,12 @@ def evaluate_embeddings(
         rows (see :mod:`~tpccma_lib.evaluation.records`) of all tasks that ran.
     """
     rows = retrieval_rows(test, ks)
-    labels = test.image_labels[test.image_labels >= 0]
+    cluster_on = clustering if clustering is not None else test
+    labels = cluster_on.image_labels[cluster_on.image_labels >= 0]
     if np.unique(labels).size >= 2:
-        rows += joint_clustering_rows(test, k=clustering_k, seeds=seeds)
+        rows += joint_clustering_rows(
+            cluster_on, k=clustering_k, seeds=seeds, captions=clustering_captions
+        )
     if class_embeddings is not None:
         rows += zero_shot_rows(zero_shot if zero_shot is not None else test, class_embeddings)
     if (decoder is None) != (references is None):

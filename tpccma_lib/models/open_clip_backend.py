@@ -72,12 +72,23 @@ def _load_open_clip(cfg: ModelConfig) -> tuple[Any, Any, Any]:
         )
     except (OSError, RuntimeError, ConnectionError) as exc:
         if pretrained is not None and not Path(pretrained).is_file():
+            import os
+
+            offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v)]
+            why = (
+                f"{' and '.join(offline)} is set in this process, so nothing was downloaded; "
+                "unset it for the one-time download"
+                if offline
+                else "the download failed (no internet on this machine?)"
+            )
+            cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise ModelError(
-                f"could not fetch the pretrained weights {cfg.name}/{pretrained} (no internet?). "
-                'On a machine with internet run `python -c "import open_clip; '
-                f"open_clip.create_model_and_transforms('{cfg.name}', pretrained='{pretrained}')\"` "
-                "to fill the Hugging Face cache (~/.cache/huggingface), copy that cache here, or "
-                "download the checkpoint file and pass its path as `pretrained`."
+                f"could not fetch the pretrained weights {cfg.name}/{pretrained}: {why} ({exc}). "
+                f"The command `.venv/bin/python -c \"import open_clip; open_clip."
+                f"create_model_and_transforms('{cfg.name}', pretrained='{pretrained}')\"` "
+                f"fetches them once from the Hugging Face Hub into {cache} (run it on a machine "
+                "with internet and copy that cache here if this one is offline); or download "
+                "the checkpoint file and pass its path as `pretrained`."
             ) from exc
         raise ModelError(
             f"open_clip could not build {cfg.name!r} from {pretrained!r}: {exc}"

@@ -24,9 +24,10 @@ from pathlib import Path
 import torch
 
 from tpccma_lib.data import make_captioned_shapes
+from tpccma_lib.data.config import DataConfig
+from tpccma_lib.experiment import PRETRAIN_CONFIG, Experiment
 from tpccma_lib.models import ModelConfig, create_model
-from tpccma_lib.pipeline import PRETRAIN_CONFIG, DataConfig, Experiment
-from tpccma_lib.train import train
+from tpccma_lib.training.loop import train
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,4 +1,4 @@
-"""Time :func:`tpccma_lib.geometry.decompose` from N = 1e3 to 1e6 (D = 512, float32).
+"""Time :func:`tpccma_lib.gap.metrics.decompose` from N = 1e3 to 1e6 (D = 512, float32).
 
 Each time is reported as a ratio to one N x D covariance product (X^T X of the image matrix
 in float64, blocked like ``decompose``), measured in the same run on the same data, so the
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from tpccma_lib import Embeddings
-from tpccma_lib.geometry import DEFAULT_BLOCK_ROWS, decompose
+from tpccma_lib.gap.metrics import DEFAULT_BLOCK_ROWS, decompose
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_geometry.csv"
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from tpccma_lib.losses import (
+from tpccma_lib.training.losses import (
     DISTRIBUTION_TERMS,
     ClipLoss,
     CMALoss,

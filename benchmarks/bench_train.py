@@ -6,7 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/bench_train.py --backend open_clip --model ViT-B-32 \\
         --device cuda --amp bf16 --image-size 224                    # GPU (benchmarks/gpu_open_clip.sh)
 
-**What is timed.** One optimisation step of :func:`tpccma_lib.train.train` (forward, loss,
+**What is timed.** One optimisation step of :func:`tpccma_lib.training.loop.train` (forward, loss,
 backward, gradient clipping, AdamW) on synthetic batches of ``--batch`` pairs, for these
 variants, all with the same model, batch and data:
 
@@ -61,7 +61,7 @@ import numpy as np
 import torch
 
 from tpccma_lib.models import ModelConfig, create_model
-from tpccma_lib.train import InputSource, TrainConfig, train
+from tpccma_lib.training.loop import InputSource, TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
 OURS = ("clip", "clip+cma", "clip+cma+scheduler", "clip+cma+scheduler/10")
@@ -201,7 +201,10 @@ def run_ours(variant: str, model: Any, pool: Pool, s: Settings, steps: int) -> l
     device = torch.device(s.device)
     clock = StepClock(device)
     cfg = train_config(variant, s, s.warmup + steps + 1)
-    with tempfile.TemporaryDirectory() as out, mock.patch("tpccma_lib.train.atomic_torch_save"):
+    with (
+        tempfile.TemporaryDirectory() as out,
+        mock.patch("tpccma_lib.training.loop.atomic_torch_save"),
+    ):
         train(model, clocked_source(pool, clock), cfg, out, resume=False, progress=False)
     return clock.step_times(s.warmup)
 

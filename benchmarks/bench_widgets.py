@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from tpccma_lib.embeddings import Embeddings, l2_normalize
-from tpccma_lib.posthoc import POSTHOC_METHODS
-from tpccma_lib.teaching import ExplorerSettings, GapExplorer
+from tpccma_lib.gap.posthoc import POSTHOC_METHODS
+from tpccma_lib.teaching.explorer import ExplorerSettings, GapExplorer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_widgets.csv"
 
@@ -65,8 +65,9 @@ def synthetic_explorer_inputs(seed: int) -> tuple[Embeddings, Embeddings, np.nda
 
 
 def experiment_explorer_inputs(seed: int) -> tuple[Embeddings, Embeddings, np.ndarray, str]:
-    from tpccma_lib.pipeline import DataConfig, Experiment
-    from tpccma_lib.reporting import zero_shot_class_embeddings
+    from tpccma_lib.data.config import DataConfig
+    from tpccma_lib.evaluation.model_report import zero_shot_class_embeddings
+    from tpccma_lib.experiment import Experiment
 
     exp = Experiment(DataConfig(seed=seed), progress=False)
     model = exp.base_model()
@@ -76,7 +77,7 @@ def experiment_explorer_inputs(seed: int) -> tuple[Embeddings, Embeddings, np.nd
 
 def time_moves(explorer: GapExplorer, method: str, moves: int) -> dict[str, float]:
     """Milliseconds per uncached move through the widget (explore + figure + read-out)."""
-    from tpccma_lib.widgets import build_explorer_ui
+    from tpccma_lib.teaching.widgets import build_explorer_ui
 
     ui = build_explorer_ui(explorer, ExplorerSettings(method=method, n_points=200))
     explore_ms, explore_cpu_ms, refresh_ms = [], [], []

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from tpccma_lib.data.config import DataConfig
+from tpccma_lib.evaluation.model_report import zero_shot_class_embeddings
 from tpccma_lib.evaluation.zero_shot import zero_shot_accuracy
-from tpccma_lib.gap_checks import gap_components
-from tpccma_lib.geometry import decompose
-from tpccma_lib.pipeline import DataConfig, Experiment
-from tpccma_lib.reporting import zero_shot_class_embeddings
-from tpccma_lib.train import TrainConfig
+from tpccma_lib.experiment import Experiment
+from tpccma_lib.gap.checks import gap_components
+from tpccma_lib.gap.metrics import decompose
+from tpccma_lib.training.loop import TrainConfig
 
 WEIGHTS = ((1.0, 10.0), (1.0, 100.0), (3.0, 30.0), (10.0, 30.0), (10.0, 100.0))
 #: learning rates of the extra alpha = 0 runs: how far contrastive fine-tuning alone drifts
@@ -46,7 +47,7 @@ OUT = Path("benchmarks/results/cma_weight_calibration.csv")
 
 def measure(exp: Experiment, model) -> dict[str, float]:
     """Gaps, spread and zero-shot accuracy of ``model`` on the test split
-    (see :func:`tpccma_lib.gap_checks.gap_components` for the spread columns)."""
+    (see :func:`tpccma_lib.gap.checks.gap_components` for the spread columns)."""
     emb = exp.embeddings(model, "test")
     gaps = decompose(emb).as_dict()
     parts = gap_components(emb.image.astype(np.float64), emb.text.astype(np.float64))

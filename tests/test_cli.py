@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from tpccma_lib import pipeline
-from tpccma_lib.cli import main
-from tpccma_lib.train import TrainConfig
+from tpccma_lib import experiment
+from tpccma_lib.app.cli import main
+from tpccma_lib.training.loop import TrainConfig
 
 TINY = ["--n-train", "48", "--n-val", "16", "--n-test", "24", "--embed-dim", "32"]
 
@@ -13,7 +13,7 @@ TINY = ["--n-train", "48", "--n-val", "16", "--n-test", "24", "--embed-dim", "32
 @pytest.fixture(autouse=True)
 def short_pretraining(monkeypatch):
     monkeypatch.setattr(
-        pipeline,
+        experiment,
         "PRETRAIN_CONFIG",
         TrainConfig(steps=30, batch_size=48, alpha_target=0.0, warmup_steps=2, log_every=10),
     )

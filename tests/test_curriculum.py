@@ -1,4 +1,4 @@
-"""Tests of tpccma_lib.curriculum: the alpha schedule and the gradient-aware scheduler."""
+"""Tests of tpccma_lib.training.curriculum: the alpha schedule and the gradient-aware scheduler."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tpccma_lib.curriculum import (
+from tpccma_lib.training.curriculum import (
     TELEMETRY_KEYS,
     CurriculumConfig,
     CurriculumError,

@@ -28,7 +28,7 @@ import torch
 from tests.test_runs import tiny_experiment
 from tests.test_sweep import FakeRunner
 from tests.test_train import fresh, small_cfg, synthetic_inputs
-from tpccma_lib import train as train_module
+from tpccma_lib.app.sweep import run_paths, run_sweep
 from tpccma_lib.atomic import (
     DiskFullError,
     atomic_write,
@@ -38,8 +38,8 @@ from tpccma_lib.atomic import (
 from tpccma_lib.locks import LOCK_NAME, RunLockedError, run_lock
 from tpccma_lib.models import factory
 from tpccma_lib.models.factory import atomic_torch_save, load_checkpoint
-from tpccma_lib.sweep import run_paths, run_sweep
-from tpccma_lib.train import TrainError, train
+from tpccma_lib.training import loop as train_module
+from tpccma_lib.training.loop import TrainError, train
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -391,7 +391,8 @@ _SWEEP_SCRIPT = textwrap.dedent(
 
     sys.path.insert(0, sys.argv[2])
     from tests.test_sweep import FakeRunner
-    from tpccma_lib import cli, notebook_runner
+    from tpccma_lib.app import cli
+    from tpccma_lib.app import notebooks as notebook_runner
 
     fake = FakeRunner()
 
@@ -453,7 +454,8 @@ def test_ctrl_c_stops_a_sweep_within_seconds(tmp_path):
 
 
 def test_failed_runs_make_the_sweep_command_fail(tmp_path, monkeypatch, capsys):
-    from tpccma_lib import cli, notebook_runner
+    from tpccma_lib.app import cli
+    from tpccma_lib.app import notebooks as notebook_runner
 
     monkeypatch.setattr(notebook_runner, "run_notebook", FakeRunner(fail={(0.5, 0)}))
     code = cli.main(["sweep", "--alphas", "0,0.5", "--seeds", "0", "--out", str(tmp_path)])
@@ -465,7 +467,8 @@ def test_failed_runs_make_the_sweep_command_fail(tmp_path, monkeypatch, capsys):
 
 
 def test_sweep_refuses_bad_values_before_any_kernel_starts(tmp_path, monkeypatch, capsys):
-    from tpccma_lib import cli, notebook_runner
+    from tpccma_lib.app import cli
+    from tpccma_lib.app import notebooks as notebook_runner
 
     runner = FakeRunner()
     monkeypatch.setattr(notebook_runner, "run_notebook", runner)
@@ -480,7 +483,7 @@ def test_sweep_refuses_bad_values_before_any_kernel_starts(tmp_path, monkeypatch
 # --------------------------------------------------------------------------- minor ones
 def test_nan_in_the_feature_cache_names_the_file_and_is_rebuilt(tmp_path):
     from tpccma_lib.data import make_captioned_shapes
-    from tpccma_lib.features import frozen_inputs
+    from tpccma_lib.data.features import frozen_inputs
     from tpccma_lib.models import ModelConfig, create_model
 
     model = create_model(ModelConfig(embed_dim=8))

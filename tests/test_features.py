@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from tpccma_lib.data import make_captioned_shapes
-from tpccma_lib.features import dataset_fingerprint, embed_dataset, frozen_inputs
+from tpccma_lib.data.features import dataset_fingerprint, embed_dataset, frozen_inputs
 from tpccma_lib.models import ModelConfig, create_model
 
 

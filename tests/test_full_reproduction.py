@@ -174,18 +174,19 @@ def test_readme_full_reproduction_block_runs_on_standins(standins, tmp_path):
     assert "Paper (COCO / CIFAR-10, CLIP ViT-B/32) vs this project" in text05
 
     # the trade-off (Pareto) and R² tables of notebook 05, recomputed from its sweep folder
-    from tpccma_lib import sweep
+    from tpccma_lib.app import sweep
+    from tpccma_lib.evaluation import tradeoff
 
     (sweep_dir,) = runs.glob("sweep/coco-TinyCLIP-test-*")
-    points = sweep.sweep_points(sweep.collect(sweep_dir))
-    summary = sweep.tradeoff_summary(sweep.tradeoff_table(points))
+    points = tradeoff.sweep_points(sweep.collect(sweep_dir))
+    summary = tradeoff.tradeoff_summary(tradeoff.tradeoff_table(points))
     fine = summary[summary.kind == "fine-tuned"]
     assert len(fine) == 2
     for column in ("raw_gap", "zero_shot_accuracy", "clustering_ari", "cider", "i2t_R@1"):
         assert summary[column].map(_finite).all(), column
     assert fine.gap_reduction_pct.map(_finite).all()
     assert fine.accuracy_drop_pct.map(_finite).all()
-    r2 = sweep.r2_analysis(points)
+    r2 = tradeoff.r2_analysis(points)
     gap_on = r2[r2.task_metric.isin(["zero_shot_accuracy", "clustering_ari", "i2t_R@1"])]
     assert gap_on.r2.map(_finite).any() and r2.slope.map(_finite).all()
 

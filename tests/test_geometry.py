@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
 from tpccma_lib import Embeddings
-from tpccma_lib.geometry import (
+from tpccma_lib.gap.metrics import (
     GeometryError,
     UnnormalizedInputWarning,
     bures_distance,

@@ -1,4 +1,4 @@
-"""Tests of tpccma_lib.losses and the single-process side of tpccma_lib.distributed.
+"""Tests of tpccma_lib.training.losses and the single-process side of tpccma_lib.training.distributed.
 
 References are independent: numpy/scipy formulas, brute-force Python loops, closed forms.
 """
@@ -14,8 +14,8 @@ import scipy.special
 import torch
 import torch.nn.functional as F
 
-from tpccma_lib import distributed
-from tpccma_lib.losses import (
+from tpccma_lib.training import distributed
+from tpccma_lib.training.losses import (
     DEFAULT_BANDWIDTH_MULTIPLIERS,
     DISTRIBUTION_TERMS,
     ClipLoss,

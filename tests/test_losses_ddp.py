@@ -19,8 +19,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from tpccma_lib.distributed import gather_with_grad, rank_and_world
-from tpccma_lib.losses import ClipLoss, CMALoss
+from tpccma_lib.training.distributed import gather_with_grad, rank_and_world
+from tpccma_lib.training.losses import ClipLoss, CMALoss
 
 pytestmark = pytest.mark.ddp
 

@@ -14,13 +14,14 @@ import papermill as pm
 import pytest
 import torch
 
-from tpccma_lib import pipeline
-from tpccma_lib.cli import build_parser, dataclass_from_args, main, parse_param_value
+from tpccma_lib import experiment
+from tpccma_lib.app.cli import build_parser, dataclass_from_args, main, parse_param_value
+from tpccma_lib.app.notebooks import NOTEBOOKS, check_parameter_names, notebook_dir
+from tpccma_lib.app.sweep import SweepError, run_sweep
+from tpccma_lib.data.config import DataConfig
+from tpccma_lib.experiment import FINETUNE_CONFIG, finetune_config
 from tpccma_lib.models import ModelConfig
-from tpccma_lib.notebook_runner import NOTEBOOKS, check_parameter_names, notebook_dir
-from tpccma_lib.pipeline import FINETUNE_CONFIG, DataConfig, finetune_config
-from tpccma_lib.sweep import SweepError, run_sweep
-from tpccma_lib.train import TrainConfig
+from tpccma_lib.training.loop import TrainConfig
 
 SETTINGS = {"DataConfig": DataConfig, "ModelConfig": ModelConfig, "TrainConfig": TrainConfig}
 #: (notebook, parameter) named like a settings field that the notebook uses in that field's
@@ -130,7 +131,7 @@ def test_cli_train_uses_the_finetune_recipe():
     args = build_parser().parse_args(["train", "--alpha-target", "0.05", "--out", "x"])
     cfg = dataclass_from_args(TrainConfig, args, base=FINETUNE_CONFIG)
     assert cfg == finetune_config({"alpha_target": 0.05})
-    assert cfg.lr == FINETUNE_CONFIG.lr < pipeline.PRETRAIN_CONFIG.lr
+    assert cfg.lr == FINETUNE_CONFIG.lr < experiment.PRETRAIN_CONFIG.lr
     assert "(default: 0.0001)" in build_parser()._subparsers._group_actions[0].choices[
         "train"
     ].format_help().replace("\n", " ").replace("  ", " ")
@@ -140,7 +141,7 @@ def test_cli_train_uses_the_finetune_recipe():
 def test_cli_train_and_notebook_03_make_the_same_model(tmp_path, monkeypatch):
     """`tpccma train --alpha-target 0.5` and notebook 03 at alpha 0.5 (smoke sizes) write the
     same final checkpoint."""
-    from tpccma_lib.notebook_runner import kernel_env, run_notebook
+    from tpccma_lib.app.notebooks import kernel_env, run_notebook
 
     runs = tmp_path / "runs"
     monkeypatch.setenv("TPCCMA_RUNS", str(runs))

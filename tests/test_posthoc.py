@@ -10,8 +10,8 @@ import scipy.linalg
 from scipy.stats import ortho_group
 
 from tpccma_lib import Embeddings
-from tpccma_lib.geometry import centroid_gap, decompose
-from tpccma_lib.posthoc import (
+from tpccma_lib.gap.metrics import centroid_gap, decompose
+from tpccma_lib.gap.posthoc import (
     CORAL,
     POSTHOC_METHODS,
     MeanCenter,

@@ -1,7 +1,7 @@
 import pandas as pd
 import pytest
 
-from tpccma_lib.readme import DEFAULT_GRID, replace_section, sweep_table, update_readme
+from tpccma_lib.app.readme import DEFAULT_GRID, replace_section, sweep_table, update_readme
 
 
 def test_replace_section_keeps_markers():
@@ -75,7 +75,7 @@ def test_readme_command_is_the_only_writer_of_readme():
     """The main job (`tpccma report`) never rewrites README.md: only `tpccma readme` does."""
     import inspect
 
-    from tpccma_lib import cli
+    from tpccma_lib.app import cli
 
     assert "update_readme" not in inspect.getsource(cli._cmd_report)
     assert "update_readme" in inspect.getsource(cli._cmd_readme)

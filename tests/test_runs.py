@@ -10,11 +10,13 @@ import pytest
 import scipy.linalg
 import torch
 
+from tpccma_lib.data.config import DataConfig
 from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.experiment import Experiment
 from tpccma_lib.models import ModelConfig
 from tpccma_lib.notebook import repo_root
-from tpccma_lib.pipeline import DataConfig, Experiment
-from tpccma_lib.runs import (
+from tpccma_lib.training.loop import InputSource, TrainConfig
+from tpccma_lib.training.runs import (
     RunMismatchError,
     change_vs,
     compare_models,
@@ -25,7 +27,6 @@ from tpccma_lib.runs import (
     summarize_runs,
     telemetry_summary,
 )
-from tpccma_lib.train import InputSource, TrainConfig
 
 torch.set_num_threads(1)
 

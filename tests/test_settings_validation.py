@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from tests.test_train import fresh, small_cfg, synthetic_inputs
-from tpccma_lib import pipeline
-from tpccma_lib.cli import main
-from tpccma_lib.curriculum import CurriculumConfig, CurriculumError
+from tpccma_lib import experiment
+from tpccma_lib.app.cli import main
 from tpccma_lib.embeddings import Embeddings, EmbeddingsError
-from tpccma_lib.pipeline import config_from_params
-from tpccma_lib.posthoc import PosthocError, Procrustes
-from tpccma_lib.train import TrainConfig, TrainError, train
+from tpccma_lib.experiment import config_from_params
+from tpccma_lib.gap.posthoc import PosthocError, Procrustes
+from tpccma_lib.training.curriculum import CurriculumConfig, CurriculumError
+from tpccma_lib.training.loop import TrainConfig, TrainError, train
 
 TINY = ["--n-train", "48", "--n-val", "16", "--n-test", "24", "--embed-dim", "32"]
 
@@ -111,7 +111,7 @@ def test_valid_settings_are_unchanged():
     TrainConfig()
     TrainConfig(grad_clip=0.0, warmup_steps=0, min_lr_ratio=0.0, weight_decay=0.0)
     TrainConfig(min_lr_ratio=1.0, device="cpu", max_norm_ratio=math.inf)
-    TrainConfig(**pipeline.PRETRAIN_CONFIG.to_dict())
+    TrainConfig(**experiment.PRETRAIN_CONFIG.to_dict())
     TrainConfig(steps=np.int64(30))  # numpy integers from a notebook are integers
 
 
@@ -140,8 +140,8 @@ def _no_work(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("the command started its work before checking its output path")
 
-    monkeypatch.setattr(pipeline.Experiment, "base_model", fail)
-    monkeypatch.setattr(pipeline.Experiment, "finetune", fail)
+    monkeypatch.setattr(experiment.Experiment, "base_model", fail)
+    monkeypatch.setattr(experiment.Experiment, "finetune", fail)
 
 
 def _a_file(tmp_path: Path) -> Path:

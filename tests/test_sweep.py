@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tpccma_lib.sweep import (
+from tpccma_lib.app.sweep import (
     HEADLINE_COLUMNS,
     SUMMARY_COLUMNS,
     SweepError,
@@ -24,6 +24,8 @@ from tpccma_lib.sweep import (
     run_paths,
     run_sweep,
 )
+from tpccma_lib.evaluation.roles import RoleEvaluationError
+from tpccma_lib.evaluation.tradeoff import SweepAnalysisError
 
 
 # --------------------------------------------------------------------------- parse_grid
@@ -315,7 +317,7 @@ def test_notebook_parameters_and_filtering(tmp_path: Path, monkeypatch: pytest.M
     """run_notebook passes a notebook only the parameters its parameters cell declares."""
     import papermill
 
-    from tpccma_lib import notebook_runner
+    from tpccma_lib.app import notebooks as notebook_runner
 
     _write_toy_notebook(
         tmp_path / "99_toy.ipynb", "steps = 3  # how many\nalpha_target = 0.0", "print(steps)"
@@ -338,7 +340,7 @@ def test_run_notebook_threads_leave_process_cwd_alone(
     """Regression: papermill's ``cwd=`` chdir-ed the whole process, so two notebooks run in
     threads (``tpccma sweep --jobs 2``) left it in notebooks/ and later relative paths there.
     Now each kernel starts in the notebook folder and the process cwd never moves."""
-    from tpccma_lib import notebook_runner
+    from tpccma_lib.app import notebooks as notebook_runner
 
     books = tmp_path / "books"
     books.mkdir()
@@ -411,14 +413,14 @@ def test_collect_errors_and_empty(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- run evaluation helpers
 def test_resolve_posthoc() -> None:
-    from tpccma_lib.posthoc import POSTHOC_METHODS
-    from tpccma_lib.sweep import resolve_posthoc
+    from tpccma_lib.evaluation.roles import resolve_posthoc
+    from tpccma_lib.gap.posthoc import POSTHOC_METHODS
 
     assert resolve_posthoc("all") == [m for m in POSTHOC_METHODS if m != "identity"]
     assert resolve_posthoc("none") == [] and resolve_posthoc("") == []
     assert resolve_posthoc(" shift, whiten ,shift,identity") == ["shift", "whiten"]
     assert resolve_posthoc(["coral"]) == ["coral"]
-    with pytest.raises(SweepError, match="unknown post-hoc"):
+    with pytest.raises(RoleEvaluationError, match="unknown post-hoc"):
         resolve_posthoc("shift,nonsense")
 
 
@@ -427,7 +429,8 @@ def _long_rows(metrics: dict[tuple[str, str], float], **columns: Any) -> list[di
 
 
 def test_results_table_one_row_per_configuration() -> None:
-    from tpccma_lib.sweep import METRIC_COLUMNS, results_table
+    from tpccma_lib.evaluation.model_report import METRIC_COLUMNS
+    from tpccma_lib.evaluation.roles import results_table
 
     rows = pd.DataFrame(
         _long_rows(_fake_metrics(0.0, 0), role="base", posthoc="identity")
@@ -450,8 +453,7 @@ def test_results_table_one_row_per_configuration() -> None:
 
 
 def test_metric_columns_cover_headline_and_summary() -> None:
-    from tpccma_lib.reporting import headline
-    from tpccma_lib.sweep import METRIC_COLUMNS
+    from tpccma_lib.evaluation.model_report import METRIC_COLUMNS, headline
 
     assert set(headline(pd.DataFrame(columns=["task", "metric", "value"]))) == set(METRIC_COLUMNS)
     assert set(HEADLINE_COLUMNS) <= set(METRIC_COLUMNS)
@@ -466,8 +468,8 @@ class _FakeDecoder:
 
 
 def test_evaluate_roles_reuses_one_decoder_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tpccma_lib.reporting as reporting
-    from tpccma_lib.sweep import evaluate_roles
+    import tpccma_lib.evaluation.model_report as reporting
+    from tpccma_lib.evaluation.roles import evaluate_roles
 
     fitted: list[str] = []
     seen: list[tuple[str, str, str]] = []
@@ -519,7 +521,7 @@ def test_evaluate_roles_reuses_one_decoder_per_model(monkeypatch: pytest.MonkeyP
 def test_sample_captions_rows_and_columns() -> None:
     from types import SimpleNamespace
 
-    from tpccma_lib.sweep import sample_captions
+    from tpccma_lib.evaluation.roles import sample_captions
 
     n_images = 10
     data = SimpleNamespace(
@@ -568,7 +570,7 @@ def _sweep_rows(alphas: Sequence[float], seeds: Sequence[int]) -> pd.DataFrame:
 
 
 def test_sweep_points_kinds_and_names() -> None:
-    from tpccma_lib.sweep import sweep_points
+    from tpccma_lib.evaluation.tradeoff import sweep_points
 
     points = sweep_points(_sweep_rows([0.0, 0.05, 0.5], [0, 1]))
     assert (points.kind == "fine-tuned").sum() == 6
@@ -577,12 +579,12 @@ def test_sweep_points_kinds_and_names() -> None:
     assert points[points.kind != "fine-tuned"].alpha_target.isna().all()
     hit = points[(points.name == "alpha=0.05") & (points.train_seed == 1)].iloc[0]
     assert hit.raw_gap == pytest.approx(_fake_metrics(0.05, 1)[("gap", "raw_gap")])
-    with pytest.raises(SweepError, match="no finished runs"):
+    with pytest.raises(SweepAnalysisError, match="no finished runs"):
         sweep_points(pd.DataFrame())
 
 
 def test_tradeoff_table_against_formula() -> None:
-    from tpccma_lib.sweep import sweep_points, tradeoff_table
+    from tpccma_lib.evaluation.tradeoff import sweep_points, tradeoff_table
 
     table = tradeoff_table(sweep_points(_sweep_rows([0.0, 0.5], [0, 1])))
     for row in table.to_dict("records"):
@@ -603,7 +605,7 @@ def test_tradeoff_table_against_formula() -> None:
 
 
 def test_tradeoff_summary_means_and_pareto() -> None:
-    from tpccma_lib.sweep import sweep_points, tradeoff_summary, tradeoff_table
+    from tpccma_lib.evaluation.tradeoff import sweep_points, tradeoff_summary, tradeoff_table
 
     table = tradeoff_table(sweep_points(_sweep_rows([0.0, 0.2, 0.5], [0, 1])))
     summary = tradeoff_summary(table)
@@ -627,7 +629,12 @@ def test_tradeoff_summary_means_and_pareto() -> None:
 def test_r2_analysis_matches_scipy() -> None:
     from scipy.stats import linregress
 
-    from tpccma_lib.sweep import R2_GAP_METRICS, R2_TASK_METRICS, r2_analysis, sweep_points
+    from tpccma_lib.evaluation.tradeoff import (
+        R2_GAP_METRICS,
+        R2_TASK_METRICS,
+        r2_analysis,
+        sweep_points,
+    )
 
     rng = np.random.default_rng(0)
     points = sweep_points(_sweep_rows([0.0, 0.1, 0.3, 0.6], [0, 1]))
@@ -646,17 +653,17 @@ def test_r2_analysis_matches_scipy() -> None:
 
 
 def test_r2_analysis_small_sets() -> None:
-    from tpccma_lib.sweep import r2_analysis, sweep_points
+    from tpccma_lib.evaluation.tradeoff import r2_analysis, sweep_points
 
     points = sweep_points(_sweep_rows([0.0, 0.5], [0]))  # 2 runs + base + shift
     r2 = r2_analysis(points)
     assert set(r2.points) == {"runs + base + post-hoc"}
-    with pytest.raises(SweepError, match="at least 3"):
+    with pytest.raises(SweepAnalysisError, match="at least 3"):
         r2_analysis(points[points.kind == "fine-tuned"])
 
 
 def test_paper_comparison() -> None:
-    from tpccma_lib.sweep import (
+    from tpccma_lib.evaluation.tradeoff import (
         PAPER_CLAIMS,
         paper_comparison,
         sweep_points,
@@ -682,7 +689,7 @@ def test_paper_comparison() -> None:
 def test_finetuned_model_missing_checkpoint(tmp_path: Path) -> None:
     from types import SimpleNamespace
 
-    from tpccma_lib.sweep import finetuned_model
+    from tpccma_lib.evaluation.roles import finetuned_model
 
     loaded: list[Path] = []
     exp = SimpleNamespace(load=lambda path: loaded.append(Path(path)) or "model")
@@ -694,7 +701,7 @@ def test_finetuned_model_missing_checkpoint(tmp_path: Path) -> None:
 
 
 def test_compare_roles_changes() -> None:
-    from tpccma_lib.sweep import compare_roles
+    from tpccma_lib.evaluation.roles import compare_roles
 
     table = pd.DataFrame(
         {
@@ -710,5 +717,5 @@ def test_compare_roles_changes() -> None:
     assert out.change.tolist() == pytest.approx([-0.3, 0.5])
     assert out.change_pct[0] == pytest.approx(-75.0)
     assert np.isnan(out.change_pct[1])  # relative to 0: undefined
-    with pytest.raises(SweepError, match="no un-fixed rows"):
+    with pytest.raises(RoleEvaluationError, match="no un-fixed rows"):
         compare_roles(table, after="nothing", metrics=["raw_gap"])

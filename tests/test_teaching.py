@@ -1,4 +1,4 @@
-"""Tests of the gap explorer (tpccma_lib.teaching), its figures and its widget wiring.
+"""Tests of the gap explorer (tpccma_lib.teaching.explorer), its figures and its widget wiring.
 
 Numbers are checked against independent computations on the same inputs: scipy's ``sqrtm``
 for the Bures map and distance, ``geometry.decompose``, ``zero_shot_accuracy``,
@@ -19,9 +19,9 @@ from sklearn.decomposition import PCA
 from tpccma_lib.embeddings import Embeddings, l2_normalize
 from tpccma_lib.evaluation.clustering import joint_clustering
 from tpccma_lib.evaluation.zero_shot import zero_shot_accuracy
-from tpccma_lib.geometry import decompose
-from tpccma_lib.posthoc import POSTHOC_METHODS, make_posthoc
-from tpccma_lib.teaching import (
+from tpccma_lib.gap.metrics import decompose
+from tpccma_lib.gap.posthoc import POSTHOC_METHODS, make_posthoc
+from tpccma_lib.teaching.explorer import (
     READOUTS,
     ExplorerSettings,
     GapExplorer,
@@ -31,6 +31,7 @@ from tpccma_lib.teaching import (
     alpha_curve,
     readout_table,
 )
+from tpccma_lib.teaching.widgets import build_explorer_ui, readout_html
 from tpccma_lib.viz.teaching import (
     EXPLORER_TRACES,
     alpha_curve_figure,
@@ -38,7 +39,6 @@ from tpccma_lib.viz.teaching import (
     explorer_panels,
     update_explorer_figure,
 )
-from tpccma_lib.widgets import build_explorer_ui, readout_html
 
 N_CLASSES, DIM = 4, 12
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from tpccma_lib import features
+from tpccma_lib.data import features
 from tpccma_lib.threads import single_threaded
 
 
@@ -47,6 +47,7 @@ class _RecordingTowers:
 class _TinySet:
     name, split = "tiny", "test"
     images = [b"a", b"b", b"c"]
+    captions = [["x"], ["y"], ["z"]]
 
     def __len__(self) -> int:
         return 3

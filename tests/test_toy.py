@@ -1,4 +1,4 @@
-"""Tests of tpccma_lib.toy: toy clouds, cone statistics, gap shift, CMA gradients, optimiser."""
+"""Tests of tpccma_lib.teaching.toy: toy clouds, cone statistics, gap shift, CMA gradients, optimiser."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import scipy.linalg
 import torch
 from scipy.special import logsumexp
 
-from tpccma_lib import toy
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.geometry import bures_distance, centroid_gap, distribution_gap
-from tpccma_lib.train import PairBatcher
+from tpccma_lib.gap.metrics import bures_distance, centroid_gap, distribution_gap
+from tpccma_lib.teaching import toy
+from tpccma_lib.training.loop import PairBatcher
 
 torch.set_num_threads(1)
 

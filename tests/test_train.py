@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tpccma_lib.models import ModelConfig, ModelError, create_model
-from tpccma_lib.train import InputSource, PairBatcher, TrainConfig, TrainError, train
+from tpccma_lib.training.loop import InputSource, PairBatcher, TrainConfig, TrainError, train
 
 
 def synthetic_inputs(n_images=48, per=2, seed=0):

@@ -8,7 +8,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from tests.test_train import fresh, small_cfg, synthetic_inputs
-from tpccma_lib.train import train
+from tpccma_lib.training.loop import train
 
 pytestmark = pytest.mark.ddp
 

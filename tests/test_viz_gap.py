@@ -16,8 +16,8 @@ from scipy.linalg import sqrtm
 from sklearn.decomposition import PCA
 
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.gap_checks import frechet_identity_check, posthoc_gap_effects
-from tpccma_lib.geometry import decompose
+from tpccma_lib.gap.checks import frechet_identity_check, posthoc_gap_effects
+from tpccma_lib.gap.metrics import decompose
 from tpccma_lib.viz import gap as viz_gap
 from tpccma_lib.viz.gap import (
     VizError,
@@ -209,7 +209,7 @@ def _exact_gaussian_sample(
     return q * math.sqrt(n) * scale + mean
 
 
-@pytest.mark.filterwarnings("ignore::tpccma_lib.geometry.UnnormalizedInputWarning")
+@pytest.mark.filterwarnings("ignore::tpccma_lib.gap.metrics.UnnormalizedInputWarning")
 def test_frechet_identity_check_closed_form(rng: np.random.Generator) -> None:
     """Diagonal covariances commute: W2^2 = ||mu_x - mu_y||^2 + sum (s_x - s_y)^2."""
     dim = 5

@@ -6,8 +6,8 @@ import numpy as np
 import plotly.graph_objects as go
 import pytest
 
-from tpccma_lib import toy
 from tpccma_lib.embeddings import Embeddings
+from tpccma_lib.teaching import toy
 from tpccma_lib.viz import loss as lossviz
 from tpccma_lib.viz.gap import VizError
 

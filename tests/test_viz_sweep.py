@@ -9,7 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from tpccma_lib.sweep import (
+from tpccma_lib.evaluation.tradeoff import (
     R2_GAP_METRICS,
     R2_TASK_METRICS,
     r2_analysis,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from tpccma_lib.curriculum import CurriculumConfig, alpha_at, phase_boundaries
+from tpccma_lib.training.curriculum import CurriculumConfig, alpha_at, phase_boundaries
 from tpccma_lib.viz.gap import VizError
 from tpccma_lib.viz.training import (
     alpha_figure,

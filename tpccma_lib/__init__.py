@@ -1,15 +1,33 @@
 """tpccma_lib: measure and close the modality gap of CLIP-like models (TPC-CMA).
 
-Modules, one idea each:
-    embeddings   the ``Embeddings`` container every stage takes and returns
-    geometry     gap metrics and their exact decomposition (centroid + distribution)
-    posthoc      training-free fixes as fit/transform on ``Embeddings``
-    losses       CLIP contrastive loss and the CMA loss (DDP-aware)
-    curriculum   three-phase alpha schedule and the gradient-aware scheduler
-    train        the training loop (AMP, checkpoint/resume, DDP, progress, metric log)
-    models       dual-encoder backends: ``towers`` (embedded default) and ``open_clip``
-    data         captioned shapes, COCO captions, CIFAR-10, feature cache
-    evaluation   zero-shot, joint clustering, text-only captioning, retrieval, R² / Pareto
+The library (everything but ``app``) is what notebooks, tests and other programs import; the
+program (``app``: the ``tpccma`` command, sweeps, the notebook runner) is built on it, and no
+library module imports from ``app`` (as ``open_clip`` is apart from ``open_clip_train``).
+
+    embeddings.py   the ``Embeddings`` container every stage takes and returns
+    experiment.py   the data path in a few calls: data -> base model -> embeddings -> fine-tune;
+                    ``PRETRAIN_CONFIG`` / ``FINETUNE_CONFIG``, notebook parameters -> settings
+    notebook.py     what a notebook does first (seed, display, folders) and ``show``
+    linalg.py       matrix powers, Bures distance, Gaussian OT map, percent change (once)
+    settings.py     the dict round trip of every settings dataclass
+    atomic.py       atomic file writes that clean up and report a full disk
+    locks.py        one writer per run folder
+    threads.py      cached results computed on one thread (thread-count independent)
+    gap/            metrics (decomposition), posthoc (training-free fixes), checks,
+                    uncertainty (sampling floors, bootstrap intervals)
+    training/       losses (CLIP, CMA), curriculum (alpha schedule, gradient-aware scheduler),
+                    lr_tempering, loop (the training loop), distributed, runs (runs on disk),
+                    matched_gap (the alpha that reaches a target gap)
+    models/         dual-encoder backends: ``towers`` (embedded default) and ``open_clip``
+    data/           DataConfig, captioned shapes, COCO captions, CIFAR-10, prepare, features
+    evaluation/     zero-shot, joint clustering, captioning, retrieval; model_report (one model
+                    on every task), roles (one run beside its references), tradeoff and
+                    analysis (the sweep's Pareto front and R²)
+    teaching/       explorer (closed-form gap model for sliders), toy (notebook 02's
+                    experiments), widgets
+    viz/            plotly figures, one module per area
+    app/            cli, sweep (papermill execution), notebooks (runner + HTML report),
+                    readme (README tables), kernels
 """
 
 from tpccma_lib.embeddings import Embeddings, EmbeddingsError, l2_normalize

@@ -22,7 +22,7 @@ reported as mean and (population, ``ddof=0``) standard deviation over the seeds.
 Joint clustering on CIFAR-10 (the full reproduction; ``DataConfig(zero_shot="cifar10")``):
 CIFAR-10 has no captions, so the text side is the class prompts — every CLIP CIFAR-10 template
 filled with every class name, embedded by the model's text encoder, each carrying its class
-(:meth:`tpccma_lib.pipeline.Experiment.labelled_embeddings`). k-means with k = 10 runs over the
+(:meth:`tpccma_lib.experiment.Experiment.labelled_embeddings`). k-means with k = 10 runs over the
 test images together with those prompt embeddings (``captions="all"``) and ARI is measured
 against the shared class labels. Reference protocol: ModGap's joint k-means over image and
 text embeddings of one label space (the paper reports ARI 0.318 -> 0.516 on this task).

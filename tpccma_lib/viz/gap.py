@@ -8,10 +8,10 @@ notebook can print them rounded for nbval next to the (ignored) figure.
     project_2d            both modalities in 2-D (PCA through an SVD, or seeded t-SNE)
     cosine_similarities   matched / unmatched image-text, image-image, text-text cosines
     decomposition_table   the numbers of a GapDecomposition, one metric per row
-    posthoc_effect_figure the table of :func:`tpccma_lib.gap_checks.posthoc_gap_effects` as bars
+    posthoc_effect_figure the table of :func:`tpccma_lib.gap.checks.posthoc_gap_effects` as bars
 
 The numeric checks behind the figures (Fréchet identity, post-hoc effects) live in
-:mod:`tpccma_lib.gap_checks`.
+:mod:`tpccma_lib.gap.checks`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.geometry import GapDecomposition
+from tpccma_lib.gap.metrics import GapDecomposition
 
 __all__ = [
     "MODALITY_COLORS",

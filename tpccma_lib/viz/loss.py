@@ -1,4 +1,4 @@
-"""Figures of notebook 02 (the CMA loss), built from :mod:`tpccma_lib.toy` results.
+"""Figures of notebook 02 (the CMA loss), built from :mod:`tpccma_lib.teaching.toy` results.
 
     gap_shift_figure         L_clip(lambda) - L_clip(0) along the gap, one line per logit scale
     sphere_figure            3-D scatter of toy clouds on S^2, one scene per state
@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 _DECIMALS = 4
-#: Axis titles of the metrics :func:`tpccma_lib.toy.optimize_alignment` records.
+#: Axis titles of the metrics :func:`tpccma_lib.teaching.toy.optimize_alignment` records.
 METRIC_TITLES = {
     "centroid_gap": "centroid gap ||μ_img − μ_txt||",
     "distribution_gap": "distribution gap (Bures)",
@@ -48,7 +48,7 @@ def gap_shift_figure(curve: Sequence[Mapping[str, float]], title: str = "") -> g
     """Lines of ``loss_change`` against ``shift``, one per ``logit_scale``.
 
     Args:
-        curve: the first output of :func:`tpccma_lib.toy.gap_shift_curve` (rows with
+        curve: the first output of :func:`tpccma_lib.teaching.toy.gap_shift_curve` (rows with
             ``logit_scale``, ``shift``, ``loss_change``).
     """
     if not curve:
@@ -239,7 +239,7 @@ def training_curves_figure(
     """One panel per metric against ``step``, one line per value of ``group``.
 
     Args:
-        rows: e.g. the first output of :func:`tpccma_lib.toy.compare_objectives`.
+        rows: e.g. the first output of :func:`tpccma_lib.teaching.toy.compare_objectives`.
         metrics: row keys to draw; a metric no row has is an error.
         group: the key that names a line (its first-seen order is kept).
     """

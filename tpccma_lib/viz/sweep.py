@@ -1,6 +1,6 @@
 """Figures of notebooks 04 (evaluation) and 05 (alpha sweep).
 
-Plotly builders take the tables of :mod:`tpccma_lib.sweep` and return a ``go.Figure``:
+Plotly builders take the tables of :mod:`tpccma_lib.app.sweep` and return a ``go.Figure``:
 
     metric_bars       grouped bars, one group per metric, one bar per evaluated model
     gap_components    raw, centroid and distribution gap of every evaluated model
@@ -34,7 +34,7 @@ __all__ = [
     "save_pareto_png",
 ]
 
-#: Task metrics of the bar chart (columns of :func:`tpccma_lib.sweep.results_table`).
+#: Task metrics of the bar chart (columns of :func:`tpccma_lib.evaluation.roles.results_table`).
 TASK_METRICS = (
     "zero_shot_accuracy",
     "clustering_ari",
@@ -61,7 +61,7 @@ def metric_bars(
     """Grouped bars: x = metric, one bar (trace) per evaluated model (row of ``table``).
 
     Args:
-        table: :func:`tpccma_lib.sweep.results_table` output (``role``, ``posthoc``, metrics).
+        table: :func:`tpccma_lib.evaluation.roles.results_table` output (``role``, ``posthoc``, metrics).
         metrics: the columns to draw (missing ones are skipped).
     """
     metrics = [m for m in metrics if m in table.columns]
@@ -103,7 +103,7 @@ def caption_gallery(
 
     Args:
         images: one (H, W, 3) uint8 image per row of ``captions``.
-        captions: :func:`tpccma_lib.sweep.sample_captions` output: ``image``, ``class``,
+        captions: :func:`tpccma_lib.evaluation.roles.sample_captions` output: ``image``, ``class``,
             ``reference`` and one column per model.
         columns: images per row of the grid.
     """
@@ -149,8 +149,8 @@ def pareto_figure(tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = ""
     """Gap reduction (%) vs zero-shot accuracy drop (%): the sweep and the post-hoc fixes.
 
     Args:
-        tradeoff: :func:`tpccma_lib.sweep.tradeoff_table` (one point per run and seed).
-        summary: :func:`tpccma_lib.sweep.tradeoff_summary` (means over seeds, ``pareto``).
+        tradeoff: :func:`tpccma_lib.evaluation.tradeoff.tradeoff_table` (one point per run and seed).
+        summary: :func:`tpccma_lib.evaluation.tradeoff.tradeoff_summary` (means over seeds, ``pareto``).
 
     Traces: "runs (each seed)", "TPC-CMA (mean over seeds)" (a line through the alphas),
     "post-hoc (mean over seeds)", "base", "Pareto front".
@@ -214,7 +214,7 @@ def r2_heatmap(r2: pd.DataFrame, points: str | None = None, title: str = "") -> 
     """Heatmap of R² (rows: task metrics, columns: gap metrics) of one set of points.
 
     Args:
-        r2: :func:`tpccma_lib.sweep.r2_analysis` output.
+        r2: :func:`tpccma_lib.evaluation.tradeoff.r2_analysis` output.
         points: which ``points`` set to draw (default: the first in the table).
     """
     points = points if points is not None else str(r2["points"].iloc[0])

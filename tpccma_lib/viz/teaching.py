@@ -19,7 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tpccma_lib.teaching import READOUTS, ExplorerResult, ProjectedPoints
+from tpccma_lib.teaching.explorer import READOUTS, ExplorerResult, ProjectedPoints
 
 __all__ = [
     "COORD_DECIMALS",

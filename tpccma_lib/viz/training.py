@@ -1,7 +1,7 @@
 """Figures (and the tables behind them) of a TPC-CMA training run.
 
 Used by notebook 03. The builders take the run's history: the list of records that
-:func:`tpccma_lib.train.train` returns in ``TrainResult.history`` and writes to
+:func:`tpccma_lib.training.loop.train` returns in ``TrainResult.history`` and writes to
 ``metrics.jsonl`` (``step``, ``phase``, ``alpha``, ``loss_clip``, ``loss_cma``, ``cma_centroid``,
 ``cma_distribution``, ``batch_gap``, the scheduler's telemetry ``grad_cosine``, ``norm_ratio``,
 ``applied_norm_ratio``, ``conflict``, ``projected``, ``tempering``, and the eval callback's
@@ -28,7 +28,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from tpccma_lib.curriculum import (
+from tpccma_lib.training.curriculum import (
     RAMP_SHAPES,
     CurriculumConfig,
     alpha_schedule,

@@ -70,15 +70,16 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, defaults: Any
 def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -> Any:
     """Build ``cls`` from the flags given on the command line; the others keep their defaults
     (those of the instance ``base`` when given)."""
-    from tpccma_lib.pipeline import config_from_params
+    from tpccma_lib.experiment import config_from_params
 
     return config_from_params(cls, vars(args), base)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tpccma_lib.data.config import DataConfig
+    from tpccma_lib.experiment import FINETUNE_CONFIG
     from tpccma_lib.models import ModelConfig
-    from tpccma_lib.pipeline import FINETUNE_CONFIG, DataConfig
-    from tpccma_lib.train import TrainConfig
+    from tpccma_lib.training.loop import TrainConfig
 
     p = argparse.ArgumentParser(prog="tpccma", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -187,8 +188,9 @@ def _params(items: list[str]) -> dict[str, Any]:
 
 
 def _experiment(args: argparse.Namespace) -> Any:
+    from tpccma_lib.data.config import DataConfig
+    from tpccma_lib.experiment import Experiment
     from tpccma_lib.models import ModelConfig
-    from tpccma_lib.pipeline import DataConfig, Experiment
 
     data = dataclass_from_args(DataConfig, args)
     model = dataclass_from_args(ModelConfig, args)
@@ -196,7 +198,7 @@ def _experiment(args: argparse.Namespace) -> Any:
 
 
 def _cmd_pretrain(args: argparse.Namespace) -> int:
-    from tpccma_lib.reporting import base_model_summary
+    from tpccma_lib.evaluation.model_report import base_model_summary
 
     exp = _experiment(args)
     model = exp.base_model()
@@ -222,8 +224,8 @@ def _init_distributed() -> bool:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from tpccma_lib.atomic import check_writable
-    from tpccma_lib.pipeline import FINETUNE_CONFIG
-    from tpccma_lib.train import TrainConfig
+    from tpccma_lib.experiment import FINETUNE_CONFIG
+    from tpccma_lib.training.loop import TrainConfig
 
     exp = _experiment(args)
     cfg = dataclass_from_args(TrainConfig, args, base=FINETUNE_CONFIG)
@@ -232,7 +234,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     check_writable(out, "--out")  # before any work, not at the first checkpoint
     distributed = _init_distributed()
     try:
-        from tpccma_lib.runs import gap_monitor
+        from tpccma_lib.training.runs import gap_monitor
 
         # the validation gap every eval_every steps, as notebook 03 logs it (its gap curves)
         result = exp.finetune(cfg, out, resume=not args.no_resume, eval_fn=gap_monitor(exp, "val"))
@@ -252,7 +254,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from tpccma_lib.atomic import atomic_write_text, check_writable
-    from tpccma_lib.reporting import EvalConfig, evaluate_model
+    from tpccma_lib.evaluation.model_report import EvalConfig, evaluate_model
 
     exp = _experiment(args)
     if args.csv:
@@ -277,8 +279,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Exit 0 when every run finished, 1 when any failed (listed), 130 on Ctrl-C."""
+    from tpccma_lib.app.sweep import SweepInterrupted, parse_grid, run_sweep
     from tpccma_lib.atomic import check_writable
-    from tpccma_lib.sweep import SweepInterrupted, parse_grid, run_sweep
 
     alphas, seeds = parse_grid(args.alphas, args.seeds)
     parameters = _params(args.param)
@@ -307,7 +309,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from tpccma_lib.notebook_runner import run_all, write_report
+    from tpccma_lib.app.notebooks import run_all, write_report
 
     names = args.only.split(",") if args.only else None
     params = _params(args.param)
@@ -318,10 +320,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_readme(args: argparse.Namespace) -> int:
+    from tpccma_lib.app.readme import update_readme
+    from tpccma_lib.evaluation.model_report import base_model_summary
+    from tpccma_lib.experiment import Experiment
     from tpccma_lib.notebook import repo_root
-    from tpccma_lib.pipeline import Experiment
-    from tpccma_lib.readme import update_readme
-    from tpccma_lib.reporting import base_model_summary
 
     exp = Experiment(progress=False)
     summary = base_model_summary(exp, exp.base_model())
@@ -333,7 +335,7 @@ def _cmd_readme(args: argparse.Namespace) -> int:
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
-    from tpccma_lib.notebook_runner import refresh_stored_outputs
+    from tpccma_lib.app.notebooks import refresh_stored_outputs
 
     refresh_stored_outputs(args.only.split(",") if args.only else None)
     return 0

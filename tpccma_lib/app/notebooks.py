@@ -44,7 +44,7 @@ def notebook_dir() -> Path:
     """``notebooks/`` of the repository (``$TPCCMA_NOTEBOOKS`` overrides)."""
     if "TPCCMA_NOTEBOOKS" in os.environ:
         return Path(os.environ["TPCCMA_NOTEBOOKS"])
-    return Path(__file__).resolve().parent.parent / "notebooks"
+    return Path(__file__).resolve().parents[2] / "notebooks"
 
 
 def _available() -> list[str]:

@@ -1,6 +1,6 @@
 """Fine-tuning runs on disk: reuse a finished run, read its log, watch the gap while training.
 
-A run folder (``out_dir``) holds what :func:`tpccma_lib.train.train` writes: ``checkpoint.pt``
+A run folder (``out_dir``) holds what :func:`tpccma_lib.training.loop.train` writes: ``checkpoint.pt``
 (resumable), ``final.pt`` (the finished model) and ``metrics.jsonl`` (one record per logged
 step). :func:`load_or_train` makes re-running a notebook cheap and safe:
 
@@ -9,7 +9,7 @@ step). :func:`load_or_train` makes re-running a notebook cheap and safe:
 - only ``checkpoint.pt`` present (an interrupted run)  -> resume it (``train`` checks settings);
 - nothing there                                        -> train from the base model.
 
-"Same settings" means the same :class:`~tpccma_lib.train.TrainConfig` (up to the keys that do
+"Same settings" means the same :class:`~tpccma_lib.training.loop.TrainConfig` (up to the keys that do
 not change the weights: logging, checkpoint and eval intervals, device), the same model
 config, the same data config and the same base model.
 
@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tpccma_lib.geometry import centroid_gap, distribution_gap, raw_gap
+from tpccma_lib.gap.metrics import centroid_gap, distribution_gap, raw_gap
 from tpccma_lib.models import DualEncoder
 from tpccma_lib.models.factory import load_checkpoint
 from tpccma_lib.notebook import repo_root
-from tpccma_lib.train import TrainConfig, TrainResult
+from tpccma_lib.training.loop import TrainConfig, TrainResult
 
 __all__ = [
     "RunMismatchError",
@@ -80,7 +80,7 @@ def run_differences(exp: Any, cfg: TrainConfig, payload: Mapping[str, Any]) -> l
     """What differs between a finished run's ``final.pt`` contents and ``(exp, cfg)``.
 
     Args:
-        exp: the :class:`~tpccma_lib.pipeline.Experiment` the run should belong to.
+        exp: the :class:`~tpccma_lib.experiment.Experiment` the run should belong to.
         cfg: the training settings asked for.
         payload: the dict stored in ``final.pt`` (``load_checkpoint(path)``).
     Returns:
@@ -171,7 +171,7 @@ def load_or_train(
 
 
 def gap_monitor(exp: Any, split: str = "val") -> Callable[[DualEncoder, int], dict[str, float]]:
-    """An ``eval_fn`` for :func:`~tpccma_lib.train.train`: the gap of ``split`` under the model.
+    """An ``eval_fn`` for :func:`~tpccma_lib.training.loop.train`: the gap of ``split`` under the model.
 
     The callback embeds every image and caption of ``split`` (cached frozen features for the
     towers, so it costs one pass of the heads) and returns ``raw_gap`` (Liang:
@@ -277,7 +277,7 @@ def compare_models(
         columns ``model``, ``data``, ``split`` and :data:`COMPARE_METRICS`.
     """
     from tpccma_lib.evaluation import retrieval_recall, zero_shot_accuracy
-    from tpccma_lib.reporting import zero_shot_class_embeddings
+    from tpccma_lib.evaluation.model_report import zero_shot_class_embeddings
 
     rows = []
     for name, model in models.items():

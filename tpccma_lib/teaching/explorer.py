@@ -3,7 +3,7 @@
 :class:`GapExplorer` holds the base embeddings of one split and, for given slider settings
 (:class:`ExplorerSettings`), returns the *moved* embeddings, a fixed 2-D view of them and
 fast read-outs (gap metrics, zero-shot accuracy, joint-clustering ARI). Notebook 06 and
-:func:`tpccma_lib.widgets.build_explorer_ui` put it behind sliders.
+:func:`tpccma_lib.teaching.widgets.build_explorer_ui` put it behind sliders.
 
 What a slider move does (a visual model of what the CMA loss pushes toward, **not** the
 trained result; notebook 03 trains the model). Fitted once on the *fit* split (default: the
@@ -63,14 +63,14 @@ from threadpoolctl import ThreadpoolController
 from tpccma_lib.embeddings import Embeddings, l2_normalize
 from tpccma_lib.evaluation.clustering import joint_points
 from tpccma_lib.evaluation.zero_shot import zero_shot_accuracy
-from tpccma_lib.geometry import modality_moments
+from tpccma_lib.gap.metrics import modality_moments
+from tpccma_lib.gap.posthoc import POSTHOC_METHODS, PosthocMethod, make_posthoc
 from tpccma_lib.linalg import (
     SingularMatrixError,
     bures_distance_sq,
     gaussian_ot_map,
     sym_power,
 )
-from tpccma_lib.posthoc import POSTHOC_METHODS, PosthocMethod, make_posthoc
 
 __all__ = [
     "READOUTS",
@@ -402,11 +402,11 @@ class GapExplorer:
     ) -> GapExplorer:
         """Explorer of ``exp``'s base model (or ``model``): view = ``split``, fit = ``fit_split``.
 
-        Zero-shot prompts come from :func:`tpccma_lib.reporting.zero_shot_class_embeddings`
+        Zero-shot prompts come from :func:`tpccma_lib.evaluation.model_report.zero_shot_class_embeddings`
         when the zero-shot set is the view split itself (the shapes); otherwise zero-shot
         accuracy is NaN here.
         """
-        from tpccma_lib.reporting import zero_shot_class_embeddings
+        from tpccma_lib.evaluation.model_report import zero_shot_class_embeddings
 
         model = exp.base_model() if model is None else model
         view = exp.embeddings(model, split)

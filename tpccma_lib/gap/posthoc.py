@@ -8,7 +8,7 @@ Every method fits one affine map per modality on a *fit* split and applies it to
 re-L2-normalises every row, so the result lives on the unit sphere like CLIP embeddings and
 the geometry metrics stay comparable. :meth:`PosthocMethod.map_arrays` gives the mapped rows
 *before* renormalisation (for analysis and tests). Statistics are accumulated in float64 over
-blocks of rows (see :func:`tpccma_lib.geometry.modality_moments`).
+blocks of rows (see :func:`tpccma_lib.gap.metrics.modality_moments`).
 
 No method uses labels. Only ``procrustes`` uses the image-caption pairing
 (``needs_pairs = True``). ``transform`` records the method, its parameters and the fit split
@@ -35,7 +35,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.geometry import DEFAULT_BLOCK_ROWS, ModalityMoments, modality_moments
+from tpccma_lib.gap.metrics import DEFAULT_BLOCK_ROWS, ModalityMoments, modality_moments
 
 __all__ = [
     "POSTHOC_METHODS",

@@ -94,7 +94,7 @@ def update_readme(
 ) -> list[str]:
     """Fill the README's generated sections; returns the names of the sections written.
 
-    ``base_text`` (from :func:`tpccma_lib.reporting.base_model_summary`) fills ``base``; the
+    ``base_text`` (from :func:`tpccma_lib.evaluation.model_report.base_model_summary`) fills ``base``; the
     ``grid`` rows of ``sweep_dir/summary.csv`` fill ``results`` (all of them must be finished).
     Nothing is written unless both sections can be.
     """

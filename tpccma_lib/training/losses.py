@@ -46,7 +46,7 @@ top of the contrastive step Bures adds 0.1-1.8x (its D^3 SVD dominates at B <= 1
 CORAL 0.1-0.8x, MMD 1.0-2.5x, for B = 256 ... 4096.
 
 Distributed training: :class:`ClipLoss` and :class:`CMALoss` gather every rank's features with
-autograd (:func:`tpccma_lib.distributed.gather_with_grad`), so the contrastive logits, the
+autograd (:func:`tpccma_lib.training.distributed.gather_with_grad`), so the contrastive logits, the
 means, the kernel matrix and the covariances are those of the *global* batch. Convention:
 every rank computes the same global loss; after averaging parameter gradients across ranks
 (as DDP does) the gradient equals the single-process gradient on the concatenated batch.
@@ -69,7 +69,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tpccma_lib.distributed import gather_with_grad
+from tpccma_lib.training.distributed import gather_with_grad
 
 __all__ = [
     "DISTRIBUTION_TERMS",

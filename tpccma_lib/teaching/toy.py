@@ -32,9 +32,10 @@ from torch import Tensor
 
 from tpccma_lib.embeddings import Embeddings, l2_normalize
 from tpccma_lib.evaluation.retrieval import retrieval_recall
-from tpccma_lib.geometry import centroid_gap, distribution_gap
+from tpccma_lib.gap.metrics import centroid_gap, distribution_gap
 from tpccma_lib.linalg import SingularMatrixError, gaussian_ot_map
-from tpccma_lib.losses import (
+from tpccma_lib.training.loop import PairBatcher
+from tpccma_lib.training.losses import (
     DISTRIBUTION_TERMS,
     CMALoss,
     bures_distance_squared,
@@ -43,7 +44,6 @@ from tpccma_lib.losses import (
     coral_distance,
     mmd_squared,
 )
-from tpccma_lib.train import PairBatcher
 
 __all__ = [
     "DEFAULT_SHIFTS",
@@ -221,7 +221,7 @@ def gap_shift_curve(
     """Contrastive loss of first-caption pairs as both modalities move along the gap.
 
     ``L(lambda)`` = mean over fixed disjoint batches of ``batch_size`` pairs of
-    :func:`tpccma_lib.losses.clip_contrastive_loss` on :func:`shift_along_gap` (float64).
+    :func:`tpccma_lib.training.losses.clip_contrastive_loss` on :func:`shift_along_gap` (float64).
 
     Returns:
         ``(curve, summary)``. ``curve``: one row per (logit_scale, shift) with ``loss`` and
@@ -284,7 +284,7 @@ def autograd_gradients(
     """Gradients of ``term(image, text)`` (a scalar) w.r.t. every row of both, by autograd.
 
     Args:
-        term: e.g. :func:`tpccma_lib.losses.centroid_term` or ``bures_distance_squared``.
+        term: e.g. :func:`tpccma_lib.training.losses.centroid_term` or ``bures_distance_squared``.
         image: (n, D); text: (m, D). Computed in float64.
     Returns:
         (n, D) gradient w.r.t. image rows, (m, D) w.r.t. text rows.
@@ -390,7 +390,7 @@ _TERMS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {
 def gradient_check(
     image: np.ndarray, text: np.ndarray, terms: Sequence[str] = ("centroid", "coral", "bures")
 ) -> list[dict[str, Any]]:
-    """Closed-form gradients of the CMA terms against autograd through :mod:`tpccma_lib.losses`.
+    """Closed-form gradients of the CMA terms against autograd through :mod:`tpccma_lib.training.losses`.
 
     Returns:
         One row per term: ``term``, ``max_abs_difference`` (over every entry of both
@@ -417,7 +417,7 @@ def gradient_check(
 
 
 def cma_terms(emb: Embeddings) -> dict[str, float]:
-    """Every CMA term of ``emb`` as :class:`tpccma_lib.losses.CMALoss` computes it (float64).
+    """Every CMA term of ``emb`` as :class:`tpccma_lib.training.losses.CMALoss` computes it (float64).
 
     Returns:
         ``centroid`` = ||mu_x - mu_y||^2, and the distribution terms on the centred clouds:
@@ -441,7 +441,7 @@ def cma_terms(emb: Embeddings) -> dict[str, float]:
 @dataclass(frozen=True)
 class Objective:
     """``L = clip_weight * L_clip + alpha * (centroid_weight * ||mu_x - mu_y||^2 +
-    distribution_weight * D(P_x || P_y))`` on each batch (see :mod:`tpccma_lib.losses`)."""
+    distribution_weight * D(P_x || P_y))`` on each batch (see :mod:`tpccma_lib.training.losses`)."""
 
     clip_weight: float = 1.0  # weight of the contrastive loss (0: a pure CMA toy)
     logit_scale: float = 100.0  # contrastive logit multiplier (CLIP: 100)
@@ -569,7 +569,7 @@ def optimize_alignment(
     """Optimise the text side (and optionally a map of the images) under ``objective``.
 
     Each step draws ``batch_size`` images with one random caption each
-    (:class:`tpccma_lib.train.PairBatcher`), computes ``objective`` on the (B, D) batch and
+    (:class:`tpccma_lib.training.loop.PairBatcher`), computes ``objective`` on the (B, D) batch and
     takes one Adam step. Parametrisations: ``"linear"`` learns ``y -> normalize(W y + b)``
     (W = I, b = 0 at start; applied to every caption of ``train_emb`` and ``eval_emb``);
     ``"points"`` learns every text row of ``train_emb`` freely (``y_j = normalize(u_j)``).
@@ -577,7 +577,7 @@ def optimize_alignment(
     History rows, every ``record_every`` steps and after the last (``step`` = updates done):
 
     - ``centroid_gap`` = ||mu_x - mu_y|| and ``distribution_gap`` = Bures distance
-      (:mod:`tpccma_lib.geometry`) of ``eval_emb`` (default ``train_emb``);
+      (:mod:`tpccma_lib.gap.metrics`) of ``eval_emb`` (default ``train_emb``);
     - ``loss_clip_train``: mean contrastive loss of the training batches since the previous
       row (the part of the objective that L_CMA trades against; computed even when
       ``clip_weight`` is 0);

@@ -1,4 +1,4 @@
-"""Evaluate a model of an :class:`~tpccma_lib.pipeline.Experiment` on every task, as rows.
+"""Evaluate a model of an :class:`~tpccma_lib.experiment.Experiment` on every task, as rows.
 
 ``evaluate_model`` is the one call behind the CLI's ``evaluate``, notebook 04 and the sweep:
 test-split embeddings -> optional post-hoc fix (fitted on another split) -> gap metrics +
@@ -24,9 +24,9 @@ from tpccma_lib.evaluation import (
     rows_to_frame,
     train_text_decoder,
 )
-from tpccma_lib.geometry import decompose
+from tpccma_lib.gap.metrics import decompose
+from tpccma_lib.gap.posthoc import PosthocMethod, make_posthoc
 from tpccma_lib.models import DualEncoder
-from tpccma_lib.posthoc import PosthocMethod, make_posthoc
 
 __all__ = [
     "EvalConfig",
@@ -37,6 +37,7 @@ __all__ = [
     "apply_posthoc",
     "evaluate_model",
     "headline",
+    "METRIC_COLUMNS",
     "base_model_summary",
 ]
 
@@ -204,3 +205,7 @@ def base_model_summary(exp: Any, model: DualEncoder) -> str:
             "modality only",
         ]
     )
+
+
+#: Every metric :func:`headline` gives (columns of the results tables).
+METRIC_COLUMNS = tuple(headline(pd.DataFrame(columns=["task", "metric", "value"])))

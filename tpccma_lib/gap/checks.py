@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.geometry import GapDecomposition, bures_distance, modality_moments
+from tpccma_lib.gap.metrics import GapDecomposition, bures_distance, modality_moments
+from tpccma_lib.gap.posthoc import POSTHOC_METHODS, make_posthoc
 from tpccma_lib.linalg import percent_change
-from tpccma_lib.posthoc import POSTHOC_METHODS, make_posthoc
 
 __all__ = ["frechet_identity_check", "gap_components", "posthoc_gap_effects"]
 

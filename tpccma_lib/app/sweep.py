@@ -22,14 +22,8 @@ are redone by the next sweep.
 Runs of one seed share a base model (pretrained on first use), so the first run of each seed
 finishes before the other runs of that seed start; everything else runs ``jobs`` at a time.
 
-The module also holds the two ends of a run that the notebooks call:
-
-* evaluating one run (notebook 04): :func:`evaluate_roles` (base model, its post-hoc fixes and
-  the fine-tuned model, one caption decoder per model), :func:`results_table`,
-  :func:`compare_roles`, :func:`sample_captions`;
-* analysing a sweep (notebook 05): :func:`collect` -> :func:`sweep_points` ->
-  :func:`tradeoff_table` / :func:`tradeoff_summary` (the Pareto plot), :func:`r2_analysis`
-  (which gap metric predicts which task metric) and :func:`paper_comparison`.
+Evaluating one run is :mod:`tpccma_lib.evaluation.roles` (notebook 04); analysing the sweep
+is :mod:`tpccma_lib.evaluation.tradeoff` (notebook 05), fed by :func:`collect`.
 """
 
 from __future__ import annotations
@@ -47,31 +41,16 @@ from typing import Any
 
 import pandas as pd
 
+from tpccma_lib.app.notebooks import kernel_env
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
+from tpccma_lib.evaluation.model_report import METRIC_COLUMNS, headline
 from tpccma_lib.locks import RunLockedError, run_lock
-from tpccma_lib.notebook_runner import kernel_env
-from tpccma_lib.reporting import headline
 
 __all__ = [
     "SUMMARY_COLUMNS",
     "HEADLINE_COLUMNS",
     "METRIC_COLUMNS",
     "SWEEP_DEFAULTS_03",
-    "R2_TASK_METRICS",
-    "R2_GAP_METRICS",
-    "PAPER_CLAIMS",
-    "RunEvaluation",
-    "resolve_posthoc",
-    "evaluate_roles",
-    "results_table",
-    "sample_captions",
-    "finetuned_model",
-    "compare_roles",
-    "sweep_points",
-    "tradeoff_table",
-    "tradeoff_summary",
-    "r2_analysis",
-    "paper_comparison",
     "SweepError",
     "SweepInterrupted",
     "RunPaths",
@@ -98,8 +77,6 @@ HEADLINE_COLUMNS = (
     "t2i_R@1",
 )
 
-#: Every metric :func:`tpccma_lib.reporting.headline` gives (columns of the results tables).
-METRIC_COLUMNS = tuple(headline(pd.DataFrame(columns=["task", "metric", "value"])))
 
 #: Columns of ``summary.csv``.
 SUMMARY_COLUMNS = (
@@ -326,7 +303,7 @@ def run_one(
     reported ``"interrupted"``; such a run has no ``done.json``, so a rerun redoes it.
     """
     if runner is None:
-        from tpccma_lib.notebook_runner import run_notebook as runner
+        from tpccma_lib.app.notebooks import run_notebook as runner
     paths = run_paths(out_dir, alpha, seed)
     row: dict[str, Any] = {
         "alpha_target": float(alpha),
@@ -414,7 +391,7 @@ def _run_locked(
 def _check_parameter_names(parameters: dict[str, Any]) -> None:
     """Refuse a parameter that neither notebook 03 nor 04 declares (a typo would be ignored),
     and one that the grid sets for every run (``alpha_target``, ``seed``)."""
-    from tpccma_lib.notebook_runner import check_parameter_names
+    from tpccma_lib.app.notebooks import check_parameter_names
 
     grid = sorted({"alpha_target", "seed"} & set(parameters))
     if grid:
@@ -437,8 +414,8 @@ def _check_parameter_values(parameters: dict[str, Any]) -> None:
     """
     from dataclasses import fields
 
-    from tpccma_lib.pipeline import DataConfig
-    from tpccma_lib.train import TrainConfig
+    from tpccma_lib.data.config import DataConfig
+    from tpccma_lib.training.loop import TrainConfig
 
     train_names = {f.name for f in fields(TrainConfig)}
     data_names = {f.name for f in fields(DataConfig)}
@@ -484,7 +461,7 @@ def run_sweep(
             (``TPCCMA_THREADS=1`` and the BLAS thread variables).
         parameters: extra papermill parameters for every run (e.g. ``{"steps": 200}``).
         runner: executes one notebook (default
-            :func:`tpccma_lib.notebook_runner.run_notebook`); tests pass a fake.
+            :func:`tpccma_lib.app.notebooks.run_notebook`); tests pass a fake.
         progress: print one line per finished run.
 
     Returns:
@@ -581,7 +558,7 @@ def _stop_runs(
     progress: bool,
 ) -> None:
     """After Ctrl-C: cancel queued runs, stop the running kernels, collect what finished."""
-    from tpccma_lib.kernels import stop_kernels
+    from tpccma_lib.app.kernels import stop_kernels
 
     stop.set()
     pool.shutdown(wait=False, cancel_futures=True)
@@ -660,386 +637,3 @@ def collect(out_dir: str | os.PathLike[str], runs: Iterable[str] | None = None) 
     if not frames:
         return pd.DataFrame()
     return pd.concat(frames, ignore_index=True)
-
-
-# --------------------------------------------------------------------------- one run's evaluation
-def resolve_posthoc(spec: str | Sequence[str]) -> list[str]:
-    """Post-hoc fixes to evaluate besides ``identity``: ``"all"``, ``"none"`` or a list.
-
-    ``"all"`` = every method of :data:`tpccma_lib.posthoc.POSTHOC_METHODS` but ``identity``;
-    ``"none"`` (or ``""``) = none; otherwise comma-separated names, each checked.
-    """
-    from tpccma_lib.posthoc import POSTHOC_METHODS
-
-    names = spec.split(",") if isinstance(spec, str) else list(spec)
-    names = [n.strip() for n in names if n.strip()]
-    if names in (["all"], ["none"], []):
-        return [m for m in POSTHOC_METHODS if m != "identity"] if names == ["all"] else []
-    unknown = [n for n in names if n not in POSTHOC_METHODS]
-    if unknown:
-        raise SweepError(
-            f"unknown post-hoc method(s) {unknown}; use 'all', 'none' or names from "
-            f"{sorted(POSTHOC_METHODS)}."
-        )
-    return [n for n in dict.fromkeys(names) if n != "identity"]
-
-
-@dataclass
-class RunEvaluation:
-    """What :func:`evaluate_roles` returns."""
-
-    rows: pd.DataFrame  # long rows (reporting.evaluate_model) of every model, with "role"
-    decoders: dict[str, Any]  # role -> its caption decoder (None without captioning)
-
-
-def evaluate_roles(
-    exp: Any,
-    models: dict[str, tuple[Any, str]],
-    posthoc: dict[str, Sequence[str]] | None = None,
-    cfg: Any | None = None,
-    label: dict[str, Any] | None = None,
-    progress: bool = False,
-) -> RunEvaluation:
-    """Evaluate several models (roles) of one experiment, each with its post-hoc fixes.
-
-    One caption decoder is trained per model and reused across its post-hoc fixes (the
-    decoder reads image embeddings; see notebook 04 for what that means for text-side fixes).
-
-    Args:
-        exp: the :class:`~tpccma_lib.pipeline.Experiment`.
-        models: role (e.g. ``"base"``, ``"finetuned"``) -> (model, checkpoint text for rows).
-        posthoc: role -> post-hoc method names evaluated besides ``identity``.
-        cfg: a :class:`~tpccma_lib.reporting.EvalConfig` (default settings when None).
-        label: extra columns of every row (e.g. ``{"alpha_target": 0.5}``).
-
-    Returns:
-        :class:`RunEvaluation`: rows with a ``role`` column, and the decoders.
-    """
-    from tpccma_lib.reporting import EvalConfig, evaluate_model, fit_caption_decoder
-
-    cfg = cfg or EvalConfig()
-    frames, decoders = [], {}
-    for role, (model, checkpoint) in models.items():
-        decoder = (
-            fit_caption_decoder(exp, model, cfg, progress=progress) if cfg.captioning else None
-        )
-        decoders[role] = decoder
-        for method in ["identity", *(posthoc or {}).get(role, ())]:
-            frame = evaluate_model(
-                exp,
-                model,
-                checkpoint=checkpoint,
-                posthoc=method,
-                decoder=decoder,
-                cfg=cfg,
-                progress=progress,
-                label={"role": role, **(label or {})},
-            )
-            frames.append(frame)
-    return RunEvaluation(pd.concat(frames, ignore_index=True), decoders)
-
-
-def results_table(rows: pd.DataFrame, by: Sequence[str] = ("role", "posthoc")) -> pd.DataFrame:
-    """Long rows -> one row per (role, posthoc) with the headline metrics as columns.
-
-    Columns: ``by`` then ``raw_gap, centroid_gap, distribution_gap, zero_shot_accuracy,
-    clustering_ari, modality_ari, cider, i2t_R@1, t2i_R@1`` (see
-    :func:`tpccma_lib.reporting.headline`), in the order the groups first appear.
-    """
-    by = list(by)
-    records = []
-    for keys, group in rows.groupby(by, sort=False, dropna=False):
-        keys = keys if isinstance(keys, tuple) else (keys,)
-        numbers = headline(group)
-        records.append(
-            {**dict(zip(by, keys, strict=True)), **{m: numbers[m] for m in METRIC_COLUMNS}}
-        )
-    return pd.DataFrame.from_records(records)
-
-
-def finetuned_model(
-    exp: Any, checkpoint: str | os.PathLike[str], train_config: Any | None = None
-) -> Any:
-    """The fine-tuned model at ``checkpoint``, trained first when missing and asked to.
-
-    Args:
-        exp: the :class:`~tpccma_lib.pipeline.Experiment` the checkpoint belongs to.
-        checkpoint: ``<run folder>/final.pt`` (what notebook 03 writes).
-        train_config: a :class:`~tpccma_lib.train.TrainConfig`; when given and the checkpoint
-            is missing, the run is trained (or resumed) in the checkpoint's folder through
-            :func:`tpccma_lib.runs.load_or_train`. When None, a missing checkpoint is an error.
-
-    Raises:
-        FileNotFoundError: the checkpoint is missing and no ``train_config`` was given.
-    """
-    checkpoint = Path(checkpoint)
-    if checkpoint.exists():
-        return exp.load(checkpoint)
-    if train_config is None:
-        raise FileNotFoundError(
-            f"no fine-tuned checkpoint {checkpoint.name} in {checkpoint.parent.name}/: run "
-            "notebook 03 first with the same alpha_target and seed (it writes "
-            "runs/finetune/alpha<alpha_target>-seed<seed>/final.pt), pass checkpoint=<path>, or "
-            "set train_if_missing=True to train it here."
-        )
-    from tpccma_lib.runs import load_or_train
-
-    return load_or_train(exp, train_config, checkpoint.parent).model
-
-
-def compare_roles(
-    table: pd.DataFrame,
-    before: str = "base",
-    after: str = "finetuned",
-    metrics: Sequence[str] = METRIC_COLUMNS,
-) -> pd.DataFrame:
-    """Un-fixed ``before`` vs ``after`` rows of a :func:`results_table`, per metric.
-
-    Returns:
-        DataFrame ``metric, <before>, <after>, change, change_pct`` with
-        ``change = after - before`` and ``change_pct = 100 (after - before) / |before|``
-        (NaN when ``before`` is 0).
-    """
-
-    def pick(role: str) -> pd.Series:
-        hit = table[(table["role"] == role) & (table["posthoc"].fillna("identity") == "identity")]
-        if hit.empty:
-            raise SweepError(
-                f"no un-fixed rows of role {role!r}; roles: {sorted(set(table.role))}."
-            )
-        return hit.iloc[0]
-
-    first, second = pick(before), pick(after)
-    records = []
-    for metric in metrics:
-        a, b = float(first[metric]), float(second[metric])
-        pct = 100 * (b - a) / abs(a) if a != 0 else float("nan")
-        records.append({"metric": metric, before: a, after: b, "change": b - a, "change_pct": pct})
-    return pd.DataFrame.from_records(records)
-
-
-def sample_captions(
-    exp: Any,
-    models: dict[str, tuple[Any, Any]],
-    n: int = 6,
-    seed: int = 0,
-    split: str = "test",
-) -> pd.DataFrame:
-    """Captions generated from ``n`` images of ``split`` by each model's decoder.
-
-    Args:
-        models: role -> (model, its caption decoder).
-        n: images, drawn without replacement by ``numpy.random.default_rng(seed)``, sorted.
-
-    Returns:
-        DataFrame: ``image`` (index in the split), ``class``, ``reference`` (its first
-        reference caption), then one column per role with the generated caption.
-    """
-    import numpy as np
-
-    data = exp.split(split)
-    n = min(int(n), len(data))
-    index = np.sort(np.random.default_rng(seed).choice(len(data), size=n, replace=False))
-    table = pd.DataFrame(
-        {
-            "image": index,
-            "class": [
-                data.class_names[data.labels[i]] if data.labels[i] >= 0 else "" for i in index
-            ],
-            "reference": [data.captions[i][0] if data.captions[i] else "" for i in index],
-        }
-    )
-    for role, (model, decoder) in models.items():
-        emb = exp.embeddings(model, split)
-        table[role] = decoder.generate(emb.image[index])
-    return table
-
-
-# --------------------------------------------------------------------------- the sweep's analysis
-#: Task metrics and gap metrics of the R² analysis (columns of :func:`sweep_points`).
-R2_TASK_METRICS = ("zero_shot_accuracy", "clustering_ari", "cider", "i2t_R@1")
-R2_GAP_METRICS = ("raw_gap", "centroid_gap", "distribution_gap")
-
-#: The paper's headline numbers (arXiv 2604.00279), compared in notebook 05.
-PAPER_CLAIMS = (
-    # (alpha_target, quantity, paper value, unit)
-    (0.05, "raw gap", -66.6, "% change"),
-    (0.05, "zero-shot accuracy", -4.84, "% change"),
-    (0.5, "raw gap", -82.3, "% change"),
-    (0.0, "clustering ARI", 0.318, "value"),
-    (0.5, "clustering ARI", 0.516, "value"),
-    (0.5, "CIDEr", 57.1, "% change"),
-)
-_QUANTITY = {
-    "raw gap": "raw_gap",
-    "zero-shot accuracy": "zero_shot_accuracy",
-    "clustering ARI": "clustering_ari",
-    "CIDEr": "cider",
-}
-
-
-def sweep_points(rows: pd.DataFrame) -> pd.DataFrame:
-    """Rows of :func:`collect` -> one point per evaluated configuration.
-
-    Returns:
-        DataFrame: ``kind`` ("fine-tuned", "base" or "post-hoc"), ``name`` (``alpha=0.05``,
-        ``base`` or the post-hoc method), ``alpha_target``, ``train_seed`` and the headline
-        metrics. Post-hoc points are fixes of the base model (from the runs that evaluated it).
-    """
-    if rows.empty:
-        raise SweepError("no finished runs to analyse; run the sweep first.")
-    table = results_table(rows, by=("run", "alpha_target", "train_seed", "role", "posthoc"))
-    kind = table["role"].map({"finetuned": "fine-tuned", "base": "base"}).fillna(table["role"])
-    kind = kind.where((table["role"] != "base") | (table["posthoc"] == "identity"), "post-hoc")
-    fixed = (table["role"] == "finetuned") & (table["posthoc"] != "identity")
-    table = table.assign(kind=kind)[~fixed]
-    table["name"] = [
-        f"alpha={a:g}" if k == "fine-tuned" else ("base" if k == "base" else p)
-        for k, a, p in zip(table["kind"], table["alpha_target"], table["posthoc"], strict=True)
-    ]
-    base = table["kind"] != "fine-tuned"
-    # the base model and its fixes do not depend on alpha: one point per seed
-    table = pd.concat(
-        [table[~base], table[base].drop_duplicates(["kind", "name", "train_seed"])],
-        ignore_index=True,
-    )
-    table.loc[table["kind"] != "fine-tuned", "alpha_target"] = float("nan")
-    columns = ["kind", "name", "alpha_target", "train_seed", *METRIC_COLUMNS]
-    return table[columns].reset_index(drop=True)
-
-
-def tradeoff_table(points: pd.DataFrame, reference_alpha: float | None = None) -> pd.DataFrame:
-    """Gap reduction and zero-shot accuracy drop (%) of every point, against its reference.
-
-    Fine-tuned points are compared with the fine-tuned run of ``reference_alpha`` (default: the
-    smallest alpha, normally 0) of the same seed; base and post-hoc points with the base
-    model of the same seed. With ``g`` the raw gap and ``a`` the zero-shot accuracy::
-
-        gap_reduction_pct  = 100 (g_ref - g) / g_ref
-        accuracy_drop_pct  = 100 (a_ref - a) / a_ref
-        cider_change_pct   = 100 (c - c_ref) / c_ref
-
-    Returns:
-        ``points`` plus those three columns and ``reference`` (what it was compared with).
-    """
-    fine = points["kind"] == "fine-tuned"
-    if reference_alpha is None:
-        reference_alpha = float(points.loc[fine, "alpha_target"].min())
-    out = []
-    for seed, group in points.groupby("train_seed", sort=True):
-        ref_fine = group[fine.loc[group.index] & (group["alpha_target"] == reference_alpha)]
-        ref_base = group[group["kind"] == "base"]
-        for _, point in group.iterrows():
-            ref = ref_fine if point["kind"] == "fine-tuned" else ref_base
-            row = point.to_dict()
-            if len(ref):
-                r = ref.iloc[0]
-                row["gap_reduction_pct"] = 100 * (r.raw_gap - point.raw_gap) / abs(r.raw_gap)
-                row["accuracy_drop_pct"] = 100 * (
-                    (r.zero_shot_accuracy - point.zero_shot_accuracy) / abs(r.zero_shot_accuracy)
-                )
-                row["cider_change_pct"] = 100 * (point.cider - r.cider) / abs(r.cider)
-            row["reference"] = (
-                f"alpha={reference_alpha:g}, seed {seed}"
-                if point["kind"] == "fine-tuned"
-                else f"base, seed {seed}"
-            )
-            out.append(row)
-    table = pd.DataFrame(out)
-    for column in ("gap_reduction_pct", "accuracy_drop_pct", "cider_change_pct"):
-        if column not in table.columns:
-            table[column] = float("nan")
-    return table
-
-
-def tradeoff_summary(tradeoff: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds of every (kind, name), with ``n_seeds`` and a ``pareto`` flag.
-
-    ``pareto`` marks the points no other point beats in both gap reduction (higher) and
-    accuracy drop (lower) (:func:`tpccma_lib.evaluation.analysis.pareto_front`).
-    """
-    from tpccma_lib.evaluation.analysis import pareto_front
-
-    numeric = [
-        "alpha_target",
-        "gap_reduction_pct",
-        "accuracy_drop_pct",
-        "cider_change_pct",
-        *METRIC_COLUMNS,
-    ]
-    numeric = list(dict.fromkeys(c for c in numeric if c in tradeoff.columns))
-    grouped = tradeoff.groupby(["kind", "name"], sort=False, dropna=False)
-    summary = grouped[numeric].mean().reset_index()
-    summary.insert(2, "n_seeds", grouped.size().to_numpy())
-    order = {"fine-tuned": 0, "base": 1, "post-hoc": 2}
-    summary = summary.sort_values(
-        ["kind", "alpha_target", "name"], key=lambda s: s.map(order) if s.name == "kind" else s
-    ).reset_index(drop=True)
-    summary["pareto"] = pareto_front(summary, x="accuracy_drop_pct", y="gap_reduction_pct")
-    return summary
-
-
-def r2_analysis(
-    points: pd.DataFrame,
-    task_metrics: Sequence[str] = R2_TASK_METRICS,
-    gap_metrics: Sequence[str] = R2_GAP_METRICS,
-) -> pd.DataFrame:
-    """R² of each task metric regressed on each gap metric, over two sets of points.
-
-    Sets: ``"fine-tuned runs"`` (every alpha and seed) and ``"runs + base + post-hoc"``. A set
-    with fewer than 3 points is left out (a line through 2 points fits trivially).
-
-    Returns:
-        :func:`tpccma_lib.evaluation.analysis.r2_table` rows with a ``points`` column first.
-    """
-    from tpccma_lib.evaluation.analysis import r2_table
-
-    sets = {
-        "fine-tuned runs": points[points["kind"] == "fine-tuned"],
-        "runs + base + post-hoc": points,
-    }
-    frames = []
-    for name, subset in sets.items():
-        if len(subset) < 3:
-            continue
-        table = r2_table(subset, task_metrics, gap_metrics)
-        table.insert(0, "points", name)
-        frames.append(table)
-    if not frames:
-        raise SweepError(
-            "R² needs at least 3 evaluated configurations; sweep more alphas or seeds."
-        )
-    return pd.concat(frames, ignore_index=True)
-
-
-def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
-    """The paper's headline numbers beside this project's (means over seeds).
-
-    Changes are relative to the smallest alpha's fine-tuned runs (the paper: to CLIP before
-    fine-tuning); an alpha missing from the sweep gives NaN.
-    """
-    fine = summary[summary["kind"] == "fine-tuned"]
-    records = []
-    for alpha, quantity, paper, unit in PAPER_CLAIMS:
-        hit = fine[fine["alpha_target"] == alpha]
-        ours = float("nan")
-        if len(hit):
-            point = hit.iloc[0]
-            if unit == "value":
-                ours = float(point[_QUANTITY[quantity]])
-            elif quantity == "raw gap":
-                ours = -float(point["gap_reduction_pct"])
-            elif quantity == "zero-shot accuracy":
-                ours = -float(point["accuracy_drop_pct"])
-            else:
-                ours = float(point["cider_change_pct"])
-        records.append(
-            {
-                "alpha_target": alpha,
-                "quantity": quantity,
-                "unit": unit,
-                "paper": paper,
-                "ours": ours,
-            }
-        )
-    return pd.DataFrame.from_records(records)

@@ -1,7 +1,7 @@
 """One training loop for every backend: contrastive pretraining and TPC-CMA fine-tuning.
 
 Objective at step t:  L = L_clip + alpha(t) * L_CMA,  alpha(t) from the three-phase curriculum
-(:mod:`tpccma_lib.curriculum`); with ``gradient_aware`` the two gradients are measured on the
+(:mod:`tpccma_lib.training.curriculum`); with ``gradient_aware`` the two gradients are measured on the
 trainable parameters and combined by the gradient-aware scheduler. Pretraining is the same
 loop with ``alpha_target = 0``.
 
@@ -34,13 +34,18 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
-from tpccma_lib.curriculum import CurriculumConfig, GradientAwareScheduler, alpha_at, phase_at
-from tpccma_lib.distributed import rank_and_world
 from tpccma_lib.locks import RunLockedError, run_lock
-from tpccma_lib.losses import ClipLoss, CMALoss
 from tpccma_lib.models.base import DualEncoder, ModelError
 from tpccma_lib.models.factory import load_checkpoint, save_checkpoint
 from tpccma_lib.settings import Settings
+from tpccma_lib.training.curriculum import (
+    CurriculumConfig,
+    GradientAwareScheduler,
+    alpha_at,
+    phase_at,
+)
+from tpccma_lib.training.distributed import rank_and_world
+from tpccma_lib.training.losses import ClipLoss, CMALoss
 
 __all__ = [
     "TrainConfig",
@@ -203,7 +208,7 @@ class InputSource:
 
     @classmethod
     def from_frozen(cls, inputs: Any) -> InputSource:
-        """From :class:`tpccma_lib.features.FrozenInputs` (cached tower features)."""
+        """From :class:`tpccma_lib.data.features.FrozenInputs` (cached tower features)."""
         img, txt = inputs.image, inputs.text
         return cls(
             image_fn=lambda idx: img[torch.as_tensor(idx)],
@@ -342,7 +347,7 @@ def _config_fingerprint(
     """What a resumed run must share with the run that wrote the checkpoint.
 
     The model and train config (without the keys that do not change the weights), the data
-    (sizes, pairing and, from :class:`~tpccma_lib.pipeline.Experiment`, the data config) and
+    (sizes, pairing and, from :class:`~tpccma_lib.experiment.Experiment`, the data config) and
     the digest of the weights the run started from (the base model's identity).
     """
     d = cfg.to_dict()

@@ -13,28 +13,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from tpccma_lib.data.config import DataConfig
+from tpccma_lib.data.features import embed_dataset, frozen_inputs
 from tpccma_lib.embeddings import Embeddings
-from tpccma_lib.features import embed_dataset, frozen_inputs
 from tpccma_lib.models import DualEncoder, ModelConfig, create_model, load_model
 from tpccma_lib.threads import CACHE_COMPUTE, single_threaded
-from tpccma_lib.train import InputSource, TrainConfig, TrainResult, train
+from tpccma_lib.training.loop import InputSource, TrainConfig, TrainResult, train
 
 __all__ = [
-    "DataConfig",
     "Experiment",
     "PRETRAIN_CONFIG",
     "FINETUNE_CONFIG",
-    "DATASETS",
-    "TASK_DATASETS",
     "config_from_params",
     "finetune_config",
 ]
-
-DATASETS = ("shapes", "coco")
 
 #: Contrastive pretraining of the embedded mini-CLIP's heads (alpha = 0): CLIP's recipe on
 #: cached tower features (AdamW, lr 1e-3, weight decay 0.1, batch 256, fixed logit scale 100).
@@ -65,94 +61,6 @@ FINETUNE_CONFIG = TrainConfig(
     log_every=1,
     eval_every=25,
 )
-
-
-#: Which data set serves which task, per ``(dataset, zero_shot)`` of :class:`DataConfig`.
-#: "labelled" tasks (zero-shot, joint clustering) need class labels, which COCO lacks.
-TASK_DATASETS: dict[tuple[str, str], dict[str, str]] = {
-    ("shapes", "same"): dict.fromkeys(
-        ("gap", "retrieval", "captioning", "zero_shot", "clustering"), "captioned-shapes"
-    ),
-    ("shapes", "cifar10"): {
-        **dict.fromkeys(("gap", "retrieval", "captioning"), "captioned-shapes"),
-        **dict.fromkeys(("zero_shot", "clustering"), "cifar10"),
-    },
-    ("coco", "cifar10"): {
-        **dict.fromkeys(("gap", "retrieval", "captioning"), "coco-karpathy"),
-        **dict.fromkeys(("zero_shot", "clustering"), "cifar10"),
-    },
-}
-
-
-@dataclass
-class DataConfig:
-    """Which data, how much of it, from where, and which data set serves which task.
-
-    ``dataset`` serves the caption tasks (modality gap, retrieval, text-only captioning);
-    ``zero_shot`` the labelled tasks (zero-shot classification and joint clustering):
-    ``"same"`` = the classes of ``dataset`` itself (the shapes), ``"cifar10"`` = CIFAR-10 test
-    with CLIP's CIFAR-10 prompts (the paper's protocol; required with COCO, which has no
-    classes). :meth:`tasks` spells the mapping out. ``root`` holds ``coco/`` and ``cifar10/``
-    as ``tpccma prepare --root`` writes them. ``device`` is where evaluation embeds (it is not
-    part of a run's identity: the same data on another device is the same run).
-    """
-
-    dataset: str = "shapes"  # "shapes" (embedded, procedural) or "coco" (Karpathy split)
-    n_train: int = 3000  # training images (shapes: rendered; coco: first n of the split, 0 = all)
-    n_val: int = 500  # validation images (monitoring during training)
-    n_test: int = 1000  # held-out images every reported number uses
-    image_size: int = 64  # shapes: rendered size in px (= the image tower's input size)
-    seed: int = 0  # shapes: the world's seed (same seed, same bytes)
-    zero_shot: str = "same"  # zero-shot data: "same" (the shape classes) or "cifar10"
-    root: str | None = None  # holds coco/ and cifar10/ (default: $TPCCMA_DATA or ./data)
-    device: str = "auto"  # where evaluation embeds: "auto" (CUDA if present), "cpu", "cuda"
-
-    def __post_init__(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ValueError(f"unknown dataset {self.dataset!r}; choose one of {DATASETS}.")
-        for name in ("n_train", "n_val", "n_test"):
-            if getattr(self, name) < (0 if self.dataset == "coco" else 1):
-                raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
-        if self.zero_shot not in ("same", "cifar10"):
-            raise ValueError(f"zero_shot must be 'same' or 'cifar10', got {self.zero_shot!r}.")
-        if (self.dataset, self.zero_shot) not in TASK_DATASETS:
-            raise ValueError(
-                f"dataset={self.dataset!r} has no classes, so zero-shot accuracy and joint "
-                "clustering need another data set: set zero_shot='cifar10' (the paper's "
-                "protocol; notebook parameter / flag `zero_shot`)."
-            )
-        if self.device != "auto":
-            import torch
-
-            try:
-                torch.device(self.device)
-            except RuntimeError as exc:
-                raise ValueError(
-                    f"device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got {self.device!r}."
-                ) from exc
-
-    def tasks(self) -> dict[str, str]:
-        """Task -> the data set it is measured on (gap, retrieval, captioning, zero_shot,
-        clustering)."""
-        return dict(TASK_DATASETS[(self.dataset, self.zero_shot)])
-
-    def identity(self) -> dict[str, Any]:
-        """The settings that decide the data (what run folders and checkpoints are keyed by):
-        every field but ``device``."""
-        out = asdict(self)
-        out.pop("device")
-        return out
-
-    @property
-    def label(self) -> str:
-        """How results name this data set (with the caveat that shapes stand in for COCO)."""
-        if self.dataset == "shapes":
-            label = f"captioned-shapes (seed {self.seed}, {self.image_size} px; stand-in for COCO/CIFAR-10)"
-        else:
-            label = "COCO captions (Karpathy split)"
-        if self.zero_shot == "cifar10":
-            label += " + CIFAR-10 test (zero-shot, joint clustering)"
-        return label
 
 
 def _digest(obj: Any) -> str:

@@ -1,7 +1,7 @@
 """ipywidgets controls for the gap explorer: sliders -> moved embeddings -> live figure.
 
->>> from tpccma_lib.teaching import GapExplorer
->>> from tpccma_lib.widgets import build_explorer_ui
+>>> from tpccma_lib.teaching.explorer import GapExplorer
+>>> from tpccma_lib.teaching.widgets import build_explorer_ui
 >>> ui = build_explorer_ui(GapExplorer.from_experiment(exp))
 >>> ui                                   # in Jupyter: sliders, read-outs and the plot
 
@@ -22,8 +22,8 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from tpccma_lib.posthoc import POSTHOC_METHODS
-from tpccma_lib.teaching import MIN_POINTS, ExplorerResult, ExplorerSettings, GapExplorer
+from tpccma_lib.gap.posthoc import POSTHOC_METHODS
+from tpccma_lib.teaching.explorer import MIN_POINTS, ExplorerResult, ExplorerSettings, GapExplorer
 from tpccma_lib.viz.teaching import explorer_figure, update_explorer_figure
 
 __all__ = ["READOUT_LABELS", "ExplorerUI", "build_explorer_ui", "readout_html"]

@@ -104,8 +104,10 @@ def test_notebook_parameters_named_like_settings_flow_into_them(name):
         owners = [c for c, cls in SETTINGS.items() if param in {f.name for f in fields(cls)}]
         if not owners or (name, param) in SAME_MEANING:
             continue
-        builds = any(owner in source for owner in owners) or (
-            "TrainConfig" in owners and "finetune_config(" in source
+        builds = (
+            any(owner in source for owner in owners)
+            or ("TrainConfig" in owners and "finetune_config(" in source)
+            or ({"DataConfig", "ModelConfig"} & set(owners) and "Experiment.from_params(" in source)
         )
         if name == "05_alpha_sweep":  # passes its run settings on to notebooks 03 + 04
             builds = builds or f'"{param}": {param}' in source
@@ -167,3 +169,27 @@ def test_cli_train_and_notebook_03_make_the_same_model(tmp_path, monkeypatch):
     assert states[0].keys() == states[1].keys()
     for key in states[0]:
         torch.testing.assert_close(states[0][key], states[1][key], rtol=0, atol=1e-6)
+
+
+def test_experiment_from_params_is_a_notebooks_one_set_up_call(tmp_path, monkeypatch):
+    """Smoke sizes shrink the parameters in place; every settings name maps onto its field."""
+    from tpccma_lib.experiment import SMOKE_SIZES, Experiment
+
+    monkeypatch.setenv("TPCCMA_RUNS", str(tmp_path / "runs"))
+    params = {
+        "smoke": True,
+        "n_train": 3000,
+        "n_val": 500,
+        "n_test": 1000,
+        "seed": 3,
+        "name": "effnetlite0-minilm",
+        "toy_steps": 200,
+        "unrelated": object(),
+    }
+    exp = Experiment.from_params(params, smoke={"toy_steps": 40})
+    assert {k: params[k] for k in SMOKE_SIZES} == SMOKE_SIZES and params["toy_steps"] == 40
+    assert (exp.data.n_train, exp.data.n_test, exp.data.seed) == (300, 200, 3)
+    assert exp.model_config.seed == 3  # one `seed`, as the CLI's --seed
+    assert exp.paths is not None and exp.paths.runs == tmp_path / "runs"
+    full = {"smoke": False, "n_train": 3000, "n_val": 500, "n_test": 1000}
+    assert Experiment.from_params(full).data.n_train == 3000 and full["n_train"] == 3000

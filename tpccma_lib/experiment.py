@@ -21,6 +21,7 @@ from tpccma_lib.data.config import DataConfig
 from tpccma_lib.data.features import embed_dataset, frozen_inputs
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.models import DualEncoder, ModelConfig, create_model, load_model
+from tpccma_lib.notebook import NotebookPaths
 from tpccma_lib.threads import CACHE_COMPUTE, single_threaded
 from tpccma_lib.training.loop import InputSource, TrainConfig, TrainResult, train
 
@@ -28,6 +29,7 @@ __all__ = [
     "Experiment",
     "PRETRAIN_CONFIG",
     "FINETUNE_CONFIG",
+    "SMOKE_SIZES",
     "config_from_params",
     "finetune_config",
 ]
@@ -98,6 +100,31 @@ class Experiment:
         self._splits: dict[str, Any] = {}
         self._inputs: dict[str, Any] = {}
         self._probe: DualEncoder | None = None
+        self.paths: NotebookPaths | None = None  # set by from_params (a notebook's folders)
+
+    @classmethod
+    def from_params(
+        cls, params: dict[str, Any], smoke: dict[str, Any] | None = None, progress: bool = True
+    ) -> Experiment:
+        """A notebook's one set-up call: ``exp = Experiment.from_params(globals())``.
+
+        With ``params["smoke"]`` true it first shrinks ``params`` in place to
+        :data:`SMOKE_SIZES` plus the notebook's own ``smoke`` sizes (so a test run takes
+        seconds); then seeds every generator and sets the display (``setup_notebook`` with
+        ``params["seed"]`` and ``params["threads"]``), and builds the experiment from the
+        parameters named like ``DataConfig`` and ``ModelConfig`` fields (the CLI's names).
+        ``exp.paths`` holds the notebook's runs and reports folders.
+        """
+        from tpccma_lib.notebook import setup_notebook
+
+        if params.get("smoke"):
+            params.update({**SMOKE_SIZES, **(smoke or {})})
+        paths = setup_notebook(params.get("seed", 0), threads=params.get("threads"))
+        data = config_from_params(DataConfig, params)
+        model = config_from_params(ModelConfig, params)
+        exp = cls(data, model, runs_dir=paths.runs, progress=progress)
+        exp.paths = paths
+        return exp
 
     @property
     def device(self) -> Any:
@@ -355,6 +382,10 @@ class Experiment:
             fingerprint_extra={"data_config": self.data.identity()},
             **train_kwargs,
         )
+
+
+#: Data sizes of every notebook's smoke mode (``smoke=True``): seconds instead of minutes.
+SMOKE_SIZES: dict[str, int] = {"n_train": 300, "n_val": 100, "n_test": 200}
 
 
 def config_from_params(cls: type, params: dict[str, Any], base: Any = None) -> Any:

@@ -9,7 +9,7 @@ split, model, checkpoint, seed and post-hoc method.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,9 @@ from tpccma_lib.evaluation import (
 from tpccma_lib.gap.metrics import decompose
 from tpccma_lib.gap.posthoc import PosthocMethod, make_posthoc
 from tpccma_lib.models import DualEncoder
+
+if TYPE_CHECKING:  # for annotations only (no import cycle with experiment.py)
+    from tpccma_lib.experiment import Experiment
 
 __all__ = [
     "EvalConfig",
@@ -71,7 +74,7 @@ def gap_rows(emb: Embeddings, seed: int = 0) -> list[dict[str, Any]]:
     return [make_row(emb, "gap", m, float(d[m])) for m in GAP_METRICS]
 
 
-def zero_shot_class_embeddings(exp: Any, model: DualEncoder) -> tuple[np.ndarray, Any]:
+def zero_shot_class_embeddings(exp: Experiment, model: DualEncoder) -> tuple[np.ndarray, Any]:
     """(C, D) prompt-ensemble class embeddings and the labelled data set they classify."""
     ds = exp.zero_shot_split()
     templates = ds.prompt_templates or ("a photo of a {}.",)
@@ -81,7 +84,7 @@ def zero_shot_class_embeddings(exp: Any, model: DualEncoder) -> tuple[np.ndarray
 
 
 def fit_caption_decoder(
-    exp: Any, model: DualEncoder, cfg: EvalConfig | None = None, progress: bool = False
+    exp: Experiment, model: DualEncoder, cfg: EvalConfig | None = None, progress: bool = False
 ) -> TextDecoder:
     """Train the text-only caption decoder on the train split's caption embeddings (only the
     text side of the train split is embedded)."""
@@ -107,7 +110,7 @@ def _label_posthoc(rows: list[dict[str, Any]], name: str) -> list[dict[str, Any]
 
 
 def evaluate_model(
-    exp: Any,
+    exp: Experiment,
     model: DualEncoder,
     *,
     checkpoint: str | None = None,
@@ -187,7 +190,7 @@ def headline(frame: pd.DataFrame) -> dict[str, float]:
     }
 
 
-def base_model_summary(exp: Any, model: DualEncoder) -> str:
+def base_model_summary(exp: Experiment, model: DualEncoder) -> str:
     """A short text of the base model's numbers on the test split (for ``tpccma pretrain``)."""
     frame = evaluate_model(exp, model, checkpoint="base", cfg=EvalConfig(captioning=False))
     h = headline(frame)

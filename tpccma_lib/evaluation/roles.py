@@ -12,12 +12,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from tpccma_lib.evaluation.model_report import METRIC_COLUMNS, headline
+
+if TYPE_CHECKING:  # for annotations only (no import cycle with experiment.py)
+    from tpccma_lib.experiment import Experiment
 
 __all__ = [
     "RoleEvaluationError",
@@ -65,7 +68,7 @@ class RunEvaluation:
 
 
 def evaluate_roles(
-    exp: Any,
+    exp: Experiment,
     models: dict[str, tuple[Any, str]],
     posthoc: dict[str, Sequence[str]] | None = None,
     cfg: Any | None = None,
@@ -130,7 +133,7 @@ def results_table(rows: pd.DataFrame, by: Sequence[str] = ("role", "posthoc")) -
 
 
 def finetuned_model(
-    exp: Any, checkpoint: str | os.PathLike[str], train_config: Any | None = None
+    exp: Experiment, checkpoint: str | os.PathLike[str], train_config: Any | None = None
 ) -> Any:
     """The fine-tuned model at ``checkpoint``, trained first when missing and asked to.
 
@@ -191,7 +194,7 @@ def compare_roles(
 
 
 def sample_captions(
-    exp: Any,
+    exp: Experiment,
     models: dict[str, tuple[Any, Any]],
     n: int = 6,
     seed: int = 0,

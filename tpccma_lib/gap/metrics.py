@@ -823,6 +823,57 @@ def _paired_blocks(emb: Embeddings, block_rows: int) -> Iterator[tuple[np.ndarra
         yield emb.image[emb.text_to_image[start:stop]], emb.text[start:stop]
 
 
+def _both_moments(
+    emb: Embeddings, block_rows: int
+) -> tuple[ModalityMoments, ModalityMoments, bool]:
+    """Moments of both modalities and whether every row is unit-norm (warns when not)."""
+    img = modality_moments(emb.image, block_rows=block_rows, name="image")
+    txt = modality_moments(emb.text, block_rows=block_rows, name="text")
+    normalized = img.is_normalized and txt.is_normalized
+    if not normalized:
+        warnings.warn(
+            f"embedding rows are not unit-norm (norms in [{min(img.min_norm, txt.min_norm):.4g}, "
+            f"{max(img.max_norm, txt.max_norm):.4g}]); gap metrics are computed as given "
+            "(raw_gap normalises). Pass normalize=True or use emb.normalized() for the "
+            "usual CLIP geometry.",
+            UnnormalizedInputWarning,
+            stacklevel=3,
+        )
+    return img, txt, normalized
+
+
+def _mmd_estimate(
+    emb: Embeddings,
+    img: ModalityMoments,
+    txt: ModalityMoments,
+    bandwidth: float,
+    max_samples: int,
+    seed: int,
+    confidence: float,
+    block_rows: int,
+) -> MMDEstimate:
+    """MMD^2 of the centred modalities: the exact U-statistic when both have at most
+    ``max_samples`` rows, else the linear-time estimator with its Hoeffding bound."""
+    if max(emb.n_images, emb.n_texts) <= max_samples:
+        value = _mmd2_unbiased(
+            emb.image.astype(np.float64) - img.mean,
+            emb.text.astype(np.float64) - txt.mean,
+            bandwidth,
+        )
+        n_used = min(emb.n_images, emb.n_texts)
+        return MMDEstimate(value, math.nan, math.nan, n_used, bandwidth, "unbiased-quadratic")
+    return _mmd2_linear(
+        emb.image,
+        emb.text,
+        bandwidth,
+        img.mean,
+        txt.mean,
+        seed=seed,
+        confidence=confidence,
+        block_rows=block_rows,
+    )
+
+
 def decompose(
     emb: Embeddings,
     *,
@@ -861,18 +912,7 @@ def decompose(
     if normalize:
         emb = emb.normalized()
     image, text = emb.image, emb.text
-    img = modality_moments(image, block_rows=block_rows, name="image")
-    txt = modality_moments(text, block_rows=block_rows, name="text")
-    normalized = img.is_normalized and txt.is_normalized
-    if not normalized:
-        warnings.warn(
-            f"embedding rows are not unit-norm (norms in [{min(img.min_norm, txt.min_norm):.4g}, "
-            f"{max(img.max_norm, txt.max_norm):.4g}]); gap metrics are computed as given "
-            "(raw_gap normalises). Pass normalize=True or use emb.normalized() for the "
-            "usual CLIP geometry.",
-            UnnormalizedInputWarning,
-            stacklevel=2,
-        )
+    img, txt, normalized = _both_moments(emb, block_rows)
     assert img.covariance is not None and txt.covariance is not None
     gap = float(np.linalg.norm(img.mean - txt.mean))
     bures = bures_distance(img.covariance, txt.covariance)
@@ -881,23 +921,7 @@ def decompose(
     bandwidth = _bandwidth(
         image, text, img.mean, txt.mean, bandwidth_max_samples, means=(img.mean, txt.mean)
     )
-    if max(emb.n_images, emb.n_texts) <= mmd_max_samples:
-        value = _mmd2_unbiased(
-            image.astype(np.float64) - img.mean, text.astype(np.float64) - txt.mean, bandwidth
-        )
-        n_used = min(emb.n_images, emb.n_texts)
-        mmd = MMDEstimate(value, math.nan, math.nan, n_used, bandwidth, "unbiased-quadratic")
-    else:
-        mmd = _mmd2_linear(
-            image,
-            text,
-            bandwidth,
-            img.mean,
-            txt.mean,
-            seed=seed,
-            confidence=confidence,
-            block_rows=block_rows,
-        )
+    mmd = _mmd_estimate(emb, img, txt, bandwidth, mmd_max_samples, seed, confidence, block_rows)
     n_sep = _separability_size(emb.n_images, emb.n_texts, separability_max_samples)
     accuracy = math.nan
     if n_sep >= 5:

@@ -36,6 +36,7 @@ import numpy as np
 
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.gap.metrics import DEFAULT_BLOCK_ROWS, ModalityMoments, modality_moments
+from tpccma_lib.linalg import SingularMatrixError, sym_power
 
 __all__ = [
     "POSTHOC_METHODS",
@@ -110,15 +111,14 @@ class AffineMap:
 
 
 def _symmetric_power(cov: np.ndarray, power: float, shrinkage: float, what: str) -> np.ndarray:
-    """(cov + shrinkage * I)^power for a symmetric PSD (D, D) matrix, through eigh."""
-    eigenvalues, eigenvectors = np.linalg.eigh(0.5 * (cov + cov.T))
-    eigenvalues = eigenvalues + shrinkage
-    if power < 0 and eigenvalues.min() <= 1e-12 * max(eigenvalues.max(), 1e-300):
+    """(cov + shrinkage * I)^power for a symmetric PSD (D, D) matrix (:func:`linalg.sym_power`)."""
+    try:
+        return sym_power(cov, power, shrinkage)
+    except SingularMatrixError as exc:
         raise PosthocError(
             f"the {what} covariance is singular (fewer samples than dimensions, or a constant "
             "direction); use a larger shrinkage eps > 0."
-        )
-    return (eigenvectors * np.clip(eigenvalues, 0.0, None) ** power) @ eigenvectors.T
+        ) from exc
 
 
 def _shrinkage(moments: ModalityMoments, eps: float) -> float:

@@ -40,7 +40,12 @@ import numpy as np
 import pandas as pd
 from threadpoolctl import threadpool_limits
 
-from tpccma_lib.gap.metrics import GeometryError, bures_distance, modality_moments
+from tpccma_lib.gap.metrics import (
+    GeometryError,
+    _check_matrix,
+    bures_distance,
+    modality_moments,
+)
 from tpccma_lib.linalg import bures_distance_sq
 
 __all__ = [
@@ -72,17 +77,12 @@ class GapUncertaintyError(GeometryError):
 
 # --------------------------------------------------------------------------- validation
 def _as_rows(x: np.ndarray, name: str, min_rows: int) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise GapUncertaintyError(f"{name} must be a 2-D array (N, D); got shape {x.shape}.")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise GapUncertaintyError(
-            f"{name} must be floating point, got {x.dtype}; cast with .astype(np.float32)."
-        )
-    if x.shape[0] < min_rows:
-        raise GapUncertaintyError(
-            f"{name} has {x.shape[0]} row(s); this needs at least {min_rows}. Pass more samples."
-        )
+    """``x`` checked as in :mod:`tpccma_lib.gap.metrics` (2-D, floating, ``min_rows``), float64,
+    and finite."""
+    try:
+        x = _check_matrix(x, name, min_rows=min_rows)
+    except GeometryError as exc:
+        raise GapUncertaintyError(str(exc)) from exc
     x = x.astype(np.float64, copy=False)
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())

@@ -52,7 +52,7 @@ import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -71,6 +71,9 @@ from tpccma_lib.linalg import (
     gaussian_ot_map,
     sym_power,
 )
+
+if TYPE_CHECKING:  # for annotations only (no import cycle with experiment.py)
+    from tpccma_lib.experiment import Experiment
 
 __all__ = [
     "READOUTS",
@@ -398,7 +401,13 @@ class GapExplorer:
 
     @classmethod
     def from_experiment(
-        cls, exp: Any, model: Any = None, *, split: str = "test", fit_split: str = "val", **kw: Any
+        cls,
+        exp: Experiment,
+        model: Any = None,
+        *,
+        split: str = "test",
+        fit_split: str = "val",
+        **kw: Any,
     ) -> GapExplorer:
         """Explorer of ``exp``'s base model (or ``model``): view = ``split``, fit = ``fit_split``.
 

@@ -647,6 +647,71 @@ def _finish(
         save_checkpoint(final_path, model, **extra, **(extra_checkpoint or {}))
 
 
+@dataclass
+class _Setup:
+    """What a run is made of once: device, trainable parameters, objective, optimiser, batches."""
+
+    rank: int
+    world: int
+    device: torch.device
+    params: list[torch.nn.Parameter]
+    curriculum: CurriculumConfig
+    amp_dtype: torch.dtype | None
+    objective: _Objective
+    optimizer: torch.optim.Optimizer
+    batcher: PairBatcher
+
+    @classmethod
+    def of(cls, model: DualEncoder, data: InputSource, cfg: TrainConfig) -> _Setup:
+        """Move ``model`` to its device and build the rest (errors for settings that cannot run)."""
+        rank, world = rank_and_world()
+        if cfg.batch_size % world:
+            raise TrainError(
+                f"batch_size {cfg.batch_size} must be divisible by the world size {world}."
+            )
+        device = _resolve_device(cfg.device)
+        if device.type == "cuda" and world > 1:
+            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        model.to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
+        curriculum = cfg.curriculum()
+        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        if amp_dtype is not None and device.type != "cuda":
+            warnings.warn(
+                f"amp={cfg.amp!r} is ignored on device {device}: mixed precision runs on CUDA "
+                "only here, so this run trains in fp32.",
+                stacklevel=4,
+            )
+            amp_dtype = None
+        objective = _Objective.of(cfg, params, curriculum, fp16=amp_dtype == torch.float16)
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        batcher = PairBatcher(data.text_to_image, data.n_images, cfg.batch_size, cfg.seed)
+        if batcher.batch_size % world:
+            raise TrainError(f"{data.n_images} images cannot be split evenly over {world} ranks.")
+        return cls(
+            rank, world, device, params, curriculum, amp_dtype, objective, optimizer, batcher
+        )
+
+    def inputs(self, data: InputSource, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of step ``step``'s batch, on the device: (image, text) inputs."""
+        img_idx, cap_idx = self.batcher.batch(step)
+        local = self.batcher.batch_size // self.world
+        mine = slice(self.rank * local, (self.rank + 1) * local)
+        x_img = data.image_fn(img_idx[mine]).to(self.device, non_blocking=True)
+        x_txt = data.text_fn(cap_idx[mine]).to(self.device, non_blocking=True)
+        return x_img, x_txt
+
+    def autocast(self) -> torch.autocast:
+        """Mixed precision (bf16/fp16) on CUDA when asked; a no-op context otherwise."""
+        return torch.autocast(
+            self.device.type,
+            dtype=self.amp_dtype or torch.float32,
+            enabled=self.amp_dtype is not None,
+        )
+
+
 def _train(
     model: DualEncoder,
     data: InputSource,
@@ -662,28 +727,8 @@ def _train(
 ) -> TrainResult:
     """The body of :func:`train` (``out_dir`` locked by rank 0)."""
     started = time.perf_counter()
-    rank, world = rank_and_world()
-    if cfg.batch_size % world:
-        raise TrainError(
-            f"batch_size {cfg.batch_size} must be divisible by the world size {world}."
-        )
-    device = _resolve_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    model.to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
-    curriculum = cfg.curriculum()
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
-    use_amp = amp_dtype is not None and device.type == "cuda"
-    objective = _Objective.of(cfg, params, curriculum, fp16=use_amp and amp_dtype == torch.float16)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batcher = PairBatcher(data.text_to_image, data.n_images, cfg.batch_size, cfg.seed)
-    if batcher.batch_size % world:
-        raise TrainError(f"{data.n_images} images cannot be split evenly over {world} ranks.")
-    local = batcher.batch_size // world
-
+    run = _Setup.of(model, data, cfg)
+    rank, objective, optimizer = run.rank, run.objective, run.optimizer
     log_path = out_dir / "metrics.jsonl"
     fingerprint = _config_fingerprint(
         model, cfg, data_digest(data), weights_digest(model), fingerprint_extra
@@ -706,27 +751,23 @@ def _train(
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg)
-        img_idx, cap_idx = batcher.batch(step)
-        x_img = data.image_fn(img_idx[rank * local : (rank + 1) * local]).to(
-            device, non_blocking=True
-        )
-        x_txt = data.text_fn(cap_idx[rank * local : (rank + 1) * local]).to(
-            device, non_blocking=True
-        )
-        alpha = alpha_at(step, cfg.steps, curriculum)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=use_amp):
+        x_img, x_txt = run.inputs(data, step)
+        alpha = alpha_at(step, cfg.steps, run.curriculum)
+        with run.autocast():
             img_emb = model.encode_image_inputs(x_img)
             txt_emb = model.encode_text_inputs(x_txt)
             l_clip = objective.clip_loss(img_emb, txt_emb, model.logit_scale())
         record: dict[str, Any] = {
             "step": step,
-            "phase": phase_at(step, cfg.steps, curriculum),
+            "phase": phase_at(step, cfg.steps, run.curriculum),
             "alpha": alpha,
             "lr": optimizer.param_groups[0]["lr"],
         }
         grads, cma_values, telemetry = objective.gradients(step, alpha, img_emb, txt_emb, l_clip)
         record.update(cma_values)
-        record.update(_apply_gradients(grads, params, optimizer, objective.scaler, cfg.grad_clip))
+        record.update(
+            _apply_gradients(grads, run.params, optimizer, objective.scaler, cfg.grad_clip)
+        )
 
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:

@@ -109,6 +109,64 @@ def find_alpha_for_target(
             target outside ``[measure(lo), measure(hi)]`` (both values in the message).
         NonMonotoneError: a value outside the current bracket's values by more than ``tol``.
     """
+    target, lo, hi = _check_arguments(target, lo, hi, tol, max_evals, alpha_tol, method)
+    evaluate = _Evaluations(measure, max_evals, cache, target, lo, hi)
+    sign = 1.0 if increasing else -1.0  # sign * (value - target) < 0 left of the root
+    a, b = lo, hi
+    try:
+        fa = evaluate(lo)
+        if abs(fa - target) <= tol:
+            return evaluate.result("tolerance", a, b)
+        fb = evaluate(hi)
+        if abs(fb - target) <= tol:
+            return evaluate.result("tolerance", a, b)
+        _check_ends(fa, fb, target, lo, hi, increasing)
+        for x in sorted(k for k in evaluate.known if lo < k < hi):  # narrow with cached runs
+            if a < x < b:
+                fx = _check_inside(x, evaluate.known[x], a, fa, b, fb, tol)
+                if abs(fx - target) <= tol:
+                    return evaluate.result("tolerance", a, b)
+                if sign * (fx - target) < 0:
+                    a, fa = x, fx
+                else:
+                    b, fb = x, fx
+        bisect_next = method == "bisect"
+        side = 0  # Illinois: +1 when the last step moved a (b kept), -1 when it moved b
+        wa, wb = 1.0, 1.0  # Illinois weights on fa - target, fb - target
+        best = min(abs(fa - target), abs(fb - target))  # smallest residual in the bracket
+        while b - a > alpha_tol:
+            x = 0.5 * (a + b)
+            if not bisect_next:
+                x = _false_position(a, wa * (fa - target), b, wb * (fb - target))
+            fx = _check_inside(x, evaluate(x), a, fa, b, fb, tol)
+            if abs(fx - target) <= tol:
+                return evaluate.result("tolerance", a, b)
+            if sign * (fx - target) < 0:  # the root is right of x
+                a, fa = x, fx
+                wa, wb = 1.0, (0.5 * wb if side == 1 else 1.0)
+                side = 1
+            else:
+                b, fb = x, fx
+                wa, wb = (0.5 * wa if side == -1 else 1.0), 1.0
+                side = -1
+            if method == "regula_falsi":  # safeguard: bisect after a step that did not halve
+                bisect_next = not bisect_next and abs(fx - target) > 0.5 * best
+            best = min(best, abs(fx - target))
+        return evaluate.result("bracket", a, b)
+    except _Exhausted:
+        return evaluate.result("max_evals", a, b)
+
+
+def _check_arguments(
+    target: float,
+    lo: float,
+    hi: float,
+    tol: float,
+    max_evals: int,
+    alpha_tol: float,
+    method: str,
+) -> tuple[float, float, float]:
+    """(target, lo, hi) as floats, after checking every argument of the search."""
     target = _finite(target, "target")
     lo, hi = _finite(lo, "lo"), _finite(hi, "hi")
     if not lo < hi:
@@ -121,17 +179,31 @@ def find_alpha_for_target(
         raise MatchedGapError(f"max_evals must be an int >= 2 (the two ends), got {max_evals!r}.")
     if method not in SEARCH_METHODS:
         raise MatchedGapError(f"method must be one of {SEARCH_METHODS}, got {method!r}.")
+    return target, lo, hi
 
-    known: dict[float, float] = {
-        float(a): _finite(v, f"cache[{a}]") for a, v in (cache or {}).items()
-    }
-    evaluations: list[tuple[float, float]] = []
 
-    def evaluate(alpha: float) -> float:
-        if alpha not in known:
-            if len(evaluations) >= max_evals:
+class _Evaluations:
+    """``measure`` memoised, within a budget of ``max_evals`` new calls; the search's result."""
+
+    def __init__(
+        self,
+        measure: Callable[[float], float],
+        max_evals: int,
+        cache: Mapping[float, float] | None,
+        target: float,
+        lo: float,
+        hi: float,
+    ) -> None:
+        self.measure, self.max_evals = measure, max_evals
+        self.target, self.lo, self.hi = target, lo, hi
+        self.known = {float(a): _finite(v, f"cache[{a}]") for a, v in (cache or {}).items()}
+        self.evaluations: list[tuple[float, float]] = []
+
+    def __call__(self, alpha: float) -> float:
+        if alpha not in self.known:
+            if len(self.evaluations) >= self.max_evals:
                 raise _Exhausted
-            value = measure(alpha)
+            value = self.measure(alpha)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise MatchedGapError(
                     f"measure({alpha}) returned {value!r}; it must return a float."
@@ -141,82 +213,49 @@ def find_alpha_for_target(
                     f"measure({alpha}) returned {value}; a run that diverged cannot be matched. "
                     "Narrow [lo, hi] to alphas whose runs finish."
                 )
-            known[alpha] = float(value)
-            evaluations.append((alpha, float(value)))
-        return known[alpha]
+            self.known[alpha] = float(value)
+            self.evaluations.append((alpha, float(value)))
+        return self.known[alpha]
 
-    def result(reason: str, a: float, b: float) -> MatchedAlpha:
-        pool = [(x, v) for x, v in known.items() if lo <= x <= hi]
-        alpha, value = min(pool, key=lambda p: (abs(p[1] - target), p[0]))
+    def result(self, reason: str, a: float, b: float) -> MatchedAlpha:
+        """The evaluated alpha closest to the target (ties: the smaller alpha)."""
+        pool = [(x, v) for x, v in self.known.items() if self.lo <= x <= self.hi]
+        alpha, value = min(pool, key=lambda p: (abs(p[1] - self.target), p[0]))
         return MatchedAlpha(
             alpha=alpha,
             value=value,
-            target=target,
+            target=self.target,
             converged=reason == "tolerance",
             reason=reason,
-            evaluations=evaluations,
+            evaluations=self.evaluations,
             bracket=(a, b),
         )
 
-    sign = 1.0 if increasing else -1.0  # sign * (value - target) < 0 left of the root
-    a, b = lo, hi
-    try:
-        fa = evaluate(lo)
-        if abs(fa - target) <= tol:
-            return result("tolerance", a, b)
-        fb = evaluate(hi)
-        if abs(fb - target) <= tol:
-            return result("tolerance", a, b)
-        if sign * (fb - fa) < 0:
-            direction = "falls" if increasing else "rises"
-            raise MatchedGapError(
-                f"measure {direction} from alpha={lo} ({fa:.6g}) to alpha={hi} ({fb:.6g}), "
-                f"but increasing={increasing} says otherwise; pass increasing={not increasing}."
-            )
-        if not min(fa, fb) <= target <= max(fa, fb):
-            raise MatchedGapError(
-                f"target {target:.6g} is outside [measure(lo), measure(hi)] = "
-                f"[{fa:.6g}, {fb:.6g}] (lo={lo}, hi={hi}); widen the alpha bracket or pick a "
-                "reachable target."
-            )
-        for x in sorted(k for k in known if lo < k < hi):  # narrow with cached runs
-            if a < x < b:
-                fx = _check_inside(x, known[x], a, fa, b, fb, tol)
-                if abs(fx - target) <= tol:
-                    return result("tolerance", a, b)
-                if sign * (fx - target) < 0:
-                    a, fa = x, fx
-                else:
-                    b, fb = x, fx
-        bisect_next = method == "bisect"
-        side = 0  # Illinois: +1 when the last step moved a (b kept), -1 when it moved b
-        wa, wb = 1.0, 1.0  # Illinois weights on fa - target, fb - target
-        best = min(abs(fa - target), abs(fb - target))  # smallest residual in the bracket
-        while b - a > alpha_tol:
-            x = 0.5 * (a + b)
-            if not bisect_next:
-                ga, gb = wa * (fa - target), wb * (fb - target)
-                if gb != ga:
-                    x = a - ga * (b - a) / (gb - ga)
-                if not a < x < b:
-                    x = 0.5 * (a + b)
-            fx = _check_inside(x, evaluate(x), a, fa, b, fb, tol)
-            if abs(fx - target) <= tol:
-                return result("tolerance", a, b)
-            if sign * (fx - target) < 0:  # the root is right of x
-                a, fa = x, fx
-                wa, wb = 1.0, (0.5 * wb if side == 1 else 1.0)
-                side = 1
-            else:
-                b, fb = x, fx
-                wa, wb = (0.5 * wa if side == -1 else 1.0), 1.0
-                side = -1
-            if method == "regula_falsi":  # safeguard: bisect after a step that did not halve
-                bisect_next = not bisect_next and abs(fx - target) > 0.5 * best
-            best = min(best, abs(fx - target))
-        return result("bracket", a, b)
-    except _Exhausted:
-        return result("max_evals", a, b)
+
+def _check_ends(
+    fa: float, fb: float, target: float, lo: float, hi: float, increasing: bool
+) -> None:
+    """The ends must run the way ``increasing`` says and enclose the target."""
+    if (1.0 if increasing else -1.0) * (fb - fa) < 0:
+        direction = "falls" if increasing else "rises"
+        raise MatchedGapError(
+            f"measure {direction} from alpha={lo} ({fa:.6g}) to alpha={hi} ({fb:.6g}), "
+            f"but increasing={increasing} says otherwise; pass increasing={not increasing}."
+        )
+    if not min(fa, fb) <= target <= max(fa, fb):
+        raise MatchedGapError(
+            f"target {target:.6g} is outside [measure(lo), measure(hi)] = "
+            f"[{fa:.6g}, {fb:.6g}] (lo={lo}, hi={hi}); widen the alpha bracket or pick a "
+            "reachable target."
+        )
+
+
+def _false_position(a: float, ga: float, b: float, gb: float) -> float:
+    """Where the line through (a, ga) and (b, gb) crosses 0; the midpoint if not inside (a, b)."""
+    x = 0.5 * (a + b)
+    if gb != ga:
+        x = a - ga * (b - a) / (gb - ga)
+    return x if a < x < b else 0.5 * (a + b)
 
 
 class _Exhausted(Exception):

@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -36,6 +36,9 @@ from tpccma_lib.models import DualEncoder
 from tpccma_lib.models.factory import load_checkpoint
 from tpccma_lib.notebook import repo_root
 from tpccma_lib.training.loop import TrainConfig, TrainResult
+
+if TYPE_CHECKING:  # for annotations only (no import cycle with experiment.py)
+    from tpccma_lib.experiment import Experiment
 
 __all__ = [
     "RunMismatchError",
@@ -76,7 +79,7 @@ def _weights_relevant(train_config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in train_config.items() if k not in VOLATILE_TRAIN_KEYS}
 
 
-def run_differences(exp: Any, cfg: TrainConfig, payload: Mapping[str, Any]) -> list[str]:
+def run_differences(exp: Experiment, cfg: TrainConfig, payload: Mapping[str, Any]) -> list[str]:
     """What differs between a finished run's ``final.pt`` contents and ``(exp, cfg)``.
 
     Args:
@@ -110,7 +113,9 @@ def run_differences(exp: Any, cfg: TrainConfig, payload: Mapping[str, Any]) -> l
     return out
 
 
-def _reuse(exp: Any, cfg: TrainConfig, out_dir: Path, payload: Mapping[str, Any]) -> TrainResult:
+def _reuse(
+    exp: Experiment, cfg: TrainConfig, out_dir: Path, payload: Mapping[str, Any]
+) -> TrainResult:
     started = time.perf_counter()
     model = exp.load(out_dir / "final.pt")
     history = read_history(out_dir)
@@ -128,7 +133,7 @@ def _reuse(exp: Any, cfg: TrainConfig, out_dir: Path, payload: Mapping[str, Any]
 
 
 def load_or_train(
-    exp: Any,
+    exp: Experiment,
     cfg: TrainConfig,
     out_dir: str | os.PathLike[str],
     *,
@@ -170,7 +175,9 @@ def load_or_train(
     return exp.finetune(cfg, out_dir, resume=not retrain, **finetune_kwargs)
 
 
-def gap_monitor(exp: Any, split: str = "val") -> Callable[[DualEncoder, int], dict[str, float]]:
+def gap_monitor(
+    exp: Experiment, split: str = "val"
+) -> Callable[[DualEncoder, int], dict[str, float]]:
     """An ``eval_fn`` for :func:`~tpccma_lib.training.loop.train`: the gap of ``split`` under the model.
 
     The callback embeds every image and caption of ``split`` (cached frozen features for the
@@ -263,7 +270,7 @@ COMPARE_METRICS = (
 
 
 def compare_models(
-    exp: Any, models: Mapping[str, DualEncoder], split: str = "test"
+    exp: Experiment, models: Mapping[str, DualEncoder], split: str = "test"
 ) -> pd.DataFrame:
     """Gap components, zero-shot accuracy and retrieval R@1 of several models, one row each.
 

@@ -97,3 +97,20 @@ def test_errors_are_reported_not_raised(tmp_path, capsys):
 def test_unknown_dataset_is_clear(tmp_path, capsys):
     assert main(["pretrain", "--dataset", "imagenet", "--runs", str(tmp_path)]) == 2
     assert "unknown dataset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("flag", "kept"), [([], False), (["--keep-checkpoint"], True)])
+def test_train_passes_keep_checkpoint(tmp_path, monkeypatch, capsys, flag, kept):
+    import types
+
+    seen = {}
+
+    def fake_finetune(self, cfg, out, **kwargs):
+        seen.update(kwargs)
+        return types.SimpleNamespace(
+            resumed_from_step=0, wall_time_s=0.0, final_checkpoint=f"{out}/final.pt"
+        )
+
+    monkeypatch.setattr(experiment.Experiment, "finetune", fake_finetune)
+    assert main(["train", *TINY, "--out", str(tmp_path / "run"), *flag]) == 0
+    assert seen["keep_checkpoint"] is kept and seen["resume"] is True

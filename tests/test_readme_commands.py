@@ -101,3 +101,16 @@ def test_command_line_block_runs_at_smoke_size(tmp_path):
     assert (tmp_path / "runs" / "eval.csv").stat().st_size > 0
     assert (tmp_path / "runs" / "sweep" / "summary.csv").exists()
     assert (tmp_path / "reports" / "index.html").exists()
+
+
+def test_full_reproduction_block_fetches_data_and_weights_before_anything_runs():
+    """The fast part of tests/test_full_reproduction.py: how it reads the README's block."""
+    from tests.test_full_reproduction import readme_block, split_block
+
+    prepares, p_line, commands = split_block(readme_block())
+    assert [c.split("#")[0].split()[2:] for c in prepares] == [
+        ["coco", "cifar10"],
+        ["clip", "ViT-B-32", "openai"],
+    ]
+    assert p_line.startswith("P=")
+    assert not any(" prepare " in c for c in commands) and any("torchrun" in c for c in commands)

@@ -145,3 +145,81 @@ def test_no_trainable_parameters_is_an_error(tmp_path):
     model = fresh().requires_grad_(False)
     with pytest.raises(TrainError, match="no trainable parameters"):
         train(model, synthetic_inputs(), small_cfg(), tmp_path, progress=False)
+
+
+# --------------------------------------------------------------------------- finished runs
+def _same_weights(a, b):
+    for (name, x), y in zip(
+        a.trainable_state_dict().items(), b.trainable_state_dict().values(), strict=True
+    ):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+
+
+def test_a_finished_run_keeps_only_final_pt_unless_asked(tmp_path):
+    data = synthetic_inputs()
+    dropped = train(fresh(), data, small_cfg(), tmp_path / "drop", progress=False)
+    kept = train(
+        fresh(), data, small_cfg(), tmp_path / "keep", progress=False, keep_checkpoint=True
+    )
+    assert not (tmp_path / "drop" / "checkpoint.pt").exists()
+    assert (tmp_path / "drop" / "final.pt").exists()
+    assert torch.load(tmp_path / "keep" / "checkpoint.pt", weights_only=False)["step"] == 12
+    # keeping or dropping the optimizer state changes neither the weights nor the log
+    _same_weights(dropped.model, kept.model)
+    log = (tmp_path / "drop" / "metrics.jsonl").read_text()
+    assert log == (tmp_path / "keep" / "metrics.jsonl").read_text() and log
+    assert dropped.history == kept.history
+    # an interrupted run keeps its checkpoint: it is what the resume reads
+    train(fresh(), data, small_cfg(), tmp_path / "cut", progress=False, stop_after=6)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["step"] == 6
+
+
+def test_rerunning_a_finished_run_returns_it_without_training(tmp_path):
+    data = synthetic_inputs()
+    calls = []
+
+    def eval_fn(model, step):
+        calls.append(step)
+        return {"step_seen": float(step)}
+
+    cfg = small_cfg(eval_every=4)
+    first = train(fresh(), data, cfg, tmp_path, progress=False, eval_fn=eval_fn)
+    assert not (tmp_path / "checkpoint.pt").exists()
+    payload = torch.load(first.final_checkpoint, weights_only=False)
+    assert payload["fingerprint"]["train_config"]["alpha_target"] == 0.5
+    stamp = first.final_checkpoint.stat().st_mtime_ns
+    log = (tmp_path / "metrics.jsonl").read_text()
+    n_calls = len(calls)
+    again = train(fresh(), data, small_cfg(eval_every=0, log_every=3), tmp_path, progress=False,
+                  eval_fn=eval_fn)  # fmt: skip
+    assert again.resumed_from_step == cfg.steps
+    assert len(calls) == n_calls  # nothing evaluated, nothing trained
+    assert first.final_checkpoint.stat().st_mtime_ns == stamp
+    assert (tmp_path / "metrics.jsonl").read_text() == log
+    _same_weights(first.model, again.model)
+    assert again.history == first.history  # the final eval merged back from final.pt
+    assert again.history[-1]["val_step_seen"] == 12.0
+
+
+def test_rerunning_a_finished_run_with_other_settings_is_refused(tmp_path):
+    data = synthetic_inputs()
+    train(fresh(), data, small_cfg(), tmp_path, progress=False)
+    stamp = (tmp_path / "final.pt").stat().st_mtime_ns
+    with pytest.raises(TrainError, match=r"final\.pt: the settings changed.*alpha_target: 0.5"):
+        train(fresh(), data, small_cfg(alpha_target=0.05), tmp_path, progress=False)
+    with pytest.raises(TrainError, match="data n_images: 48 -> 40"):
+        train(fresh(), synthetic_inputs(40), small_cfg(), tmp_path, progress=False)
+    assert (tmp_path / "final.pt").stat().st_mtime_ns == stamp
+    redone = train(fresh(), data, small_cfg(alpha_target=0.05), tmp_path, progress=False,
+                   resume=False)  # fmt: skip
+    assert redone.resumed_from_step == 0
+
+
+def test_starting_over_then_interrupted_resumes_not_refused(tmp_path):
+    data = synthetic_inputs()
+    train(fresh(), data, small_cfg(), tmp_path, progress=False)
+    other = small_cfg(alpha_target=0.05)
+    train(fresh(), data, other, tmp_path, progress=False, resume=False, stop_after=4)
+    assert not (tmp_path / "final.pt").exists()  # the old run's final.pt went with its log
+    resumed = train(fresh(), data, other, tmp_path, progress=False)
+    assert resumed.resumed_from_step == 4

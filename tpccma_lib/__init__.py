@@ -5,6 +5,7 @@ program (``app``: the ``tpccma`` command, sweeps, the notebook runner) is built 
 library module imports from ``app`` (as ``open_clip`` is apart from ``open_clip_train``).
 
     embeddings.py   the ``Embeddings`` container every stage takes and returns
+    embeddings_io.py  bring your own embeddings: the ``.npz`` layout, read and validated
     experiment.py   the data path in a few calls: data -> base model -> embeddings -> fine-tune;
                     ``PRETRAIN_CONFIG`` / ``FINETUNE_CONFIG``, notebook parameters -> settings
     notebook.py     what a notebook does first (seed, display, folders) and ``show``
@@ -18,7 +19,8 @@ library module imports from ``app`` (as ``open_clip`` is apart from ``open_clip_
     training/       losses (CLIP, CMA), curriculum (alpha schedule, gradient-aware scheduler),
                     lr_tempering, loop (the training loop), distributed, runs (runs on disk),
                     matched_gap (the alpha that reaches a target gap)
-    models/         dual-encoder backends: ``towers`` (embedded default) and ``open_clip``
+    models/         dual-encoder backends: ``towers`` (embedded default) and ``open_clip``;
+                    ``weights`` (open_clip weights fetched once into the cache)
     data/           DataConfig, captioned shapes, COCO captions, CIFAR-10, prepare, features
     evaluation/     zero-shot, joint clustering, captioning, retrieval; model_report (one model
                     on every task), roles (one run beside its references), tradeoff and
@@ -27,7 +29,7 @@ library module imports from ``app`` (as ``open_clip`` is apart from ``open_clip_
                     experiments), widgets
     viz/            plotly figures, one module per area
     app/            cli, sweep (papermill execution), notebooks (runner + HTML report),
-                    readme (README tables), kernels
+                    analyze (the report of your own embeddings), readme (README tables), kernels
 """
 
 from tpccma_lib.embeddings import Embeddings, EmbeddingsError, l2_normalize

@@ -1,4 +1,4 @@
-"""The ``tpccma`` command: prepare / pretrain / train / evaluate / sweep / report.
+"""The ``tpccma`` command: prepare / pretrain / train / evaluate / sweep / report / analyze.
 
 Flags are generated from the settings dataclasses (``DataConfig``, ``ModelConfig``,
 ``TrainConfig``), so the CLI, the notebooks' papermill parameters and the library share one
@@ -84,8 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tpccma", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("prepare", help="download COCO captions / CIFAR-10 (needs internet)")
-    s.add_argument("names", nargs="+", choices=["coco", "cifar10"])
+    s = sub.add_parser(
+        "prepare",
+        help="download COCO captions / CIFAR-10 / CLIP weights (needs internet)",
+        description="`tpccma prepare coco cifar10` fetches the data sets; `tpccma prepare clip "
+        "ViT-B-32 openai` (clip NAME TAG) fetches open_clip weights into the Hugging Face "
+        "cache, which later runs read offline.",
+    )
+    s.add_argument("names", nargs="+", metavar="WHAT", help="coco, cifar10, and/or clip NAME TAG")
     s.add_argument("--root", default=None, help="data folder (default $TPCCMA_DATA or ./data)")
 
     s = sub.add_parser(
@@ -108,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--no-resume", action="store_true", help="start over even if a checkpoint exists"
     )
+    s.add_argument(
+        "--keep-checkpoint",
+        action="store_true",
+        help="keep checkpoint.pt (optimizer state, ~3x the weights) after final.pt is written",
+    )
     s.add_argument("--runs", default=None)
 
     s = sub.add_parser("evaluate", help="all tasks on the test split; rows to CSV")
@@ -124,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--decoder-steps", type=int, default=400, help="caption decoder training steps")
     s.add_argument("--runs", default=None)
+
+    s = sub.add_parser(
+        "analyze",
+        help="gap decomposition, post-hoc fixes and tasks of your own embeddings (.npz)",
+        description="Analyse embeddings of any dual encoder saved as .npz (arrays image, text "
+        "and optionally text_to_image, labels, class_names, class_text; see "
+        "tpccma_lib.embeddings_io). Writes summary.csv and report.md into --out.",
+    )
+    s.add_argument("npz", help="the embeddings file")
+    s.add_argument("--out", default="reports/analyze", help="folder for summary.csv, report.md")
+    s.add_argument(
+        "--fit-split-fraction",
+        type=float,
+        default=0.5,
+        help="fraction of the images (with their captions) the post-hoc fixes are fitted on; "
+        "they are applied to the rest",
+    )
+    s.add_argument("--seed", type=int, default=0, help="seeds the split, floor and bootstrap")
 
     s = sub.add_parser("sweep", help="papermill alpha sweep: notebooks 03 + 04 per (alpha, seed)")
     s.add_argument("--alphas", default="0,0.01,0.05,0.1,0.2,0.5,1.0")
@@ -237,12 +266,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
         from tpccma_lib.training.runs import gap_monitor
 
         # the validation gap every eval_every steps, as notebook 03 logs it (its gap curves)
-        result = exp.finetune(cfg, out, resume=not args.no_resume, eval_fn=gap_monitor(exp, "val"))
+        result = exp.finetune(
+            cfg,
+            out,
+            resume=not args.no_resume,
+            eval_fn=gap_monitor(exp, "val"),
+            keep_checkpoint=args.keep_checkpoint,
+        )
     finally:
         if distributed:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    if result.resumed_from_step == cfg.steps:
+        print(f"already finished, not retrained: final checkpoint {result.final_checkpoint}")
+        return 0
     print(
         f"trained {cfg.steps} steps (resumed at {result.resumed_from_step}) in "
         f"{result.wall_time_s:.1f} s; final checkpoint {result.final_checkpoint}"
@@ -341,11 +379,53 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_items(words: list[str]) -> list[tuple[str, ...]]:
+    """``coco cifar10 clip ViT-B-32 openai`` -> [("coco",), ("cifar10",), ("clip", NAME, TAG)]."""
+    from tpccma_lib.data.prepare import DATASETS
+
+    items: list[tuple[str, ...]] = []
+    rest = list(words)
+    while rest:
+        word = rest.pop(0)
+        if word == "clip":
+            if len(rest) < 2 or "clip" in rest[:2] or any(w in DATASETS for w in rest[:2]):
+                raise ValueError(
+                    "`prepare clip` needs a model name and a pretrained tag: "
+                    "`tpccma prepare clip ViT-B-32 openai`."
+                )
+            items.append(("clip", rest.pop(0), rest.pop(0)))
+        elif word in DATASETS:
+            items.append((word,))
+        else:
+            raise ValueError(
+                f"cannot prepare {word!r}: choose from {sorted(DATASETS)} or `clip NAME TAG` "
+                "(e.g. `tpccma prepare coco cifar10 clip ViT-B-32 openai`)."
+            )
+    return items
+
+
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from tpccma_lib.data import prepare
+    from tpccma_lib.models.weights import fetch_open_clip_weights
 
-    for name in args.names:
-        print(f"{name}: ready at {prepare(name, root=Path(args.root) if args.root else None)}")
+    for item in _prepare_items(args.names):
+        if item[0] == "clip":
+            _, name, tag = item
+            print(f"clip {name} {tag}: weights at {fetch_open_clip_weights(name, tag)}")
+        else:
+            name = item[0]
+            print(f"{name}: ready at {prepare(name, root=Path(args.root) if args.root else None)}")
+    return 0
+
+
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    from tpccma_lib.app.analyze import analyze_file
+
+    analysis = analyze_file(
+        args.npz, args.out, fit_fraction=args.fit_split_fraction, seed=args.seed
+    )
+    print(analysis.tables_text())
+    print(f"written: {analysis.summary_csv} and {analysis.report_md}")
     return 0
 
 
@@ -358,6 +438,7 @@ COMMANDS = {
     "report": _cmd_report,
     "readme": _cmd_readme,
     "refresh-notebooks": _cmd_refresh,
+    "analyze": _cmd_analyze,
 }
 
 

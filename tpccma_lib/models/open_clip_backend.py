@@ -84,11 +84,10 @@ def _load_open_clip(cfg: ModelConfig) -> tuple[Any, Any, Any]:
             cache = os.environ.get("HF_HOME", "~/.cache/huggingface")
             raise ModelError(
                 f"could not fetch the pretrained weights {cfg.name}/{pretrained}: {why} ({exc}). "
-                f'The command `.venv/bin/python -c "import open_clip; open_clip.'
-                f"create_model_and_transforms('{cfg.name}', pretrained='{pretrained}')\"` "
-                f"fetches them once from the Hugging Face Hub into {cache} (run it on a machine "
-                "with internet and copy that cache here if this one is offline); or download "
-                "the checkpoint file and pass its path as `pretrained`."
+                f"`tpccma prepare clip {cfg.name} {pretrained}` fetches them once from the "
+                f"Hugging Face Hub into {cache} (run it on a machine with internet and copy "
+                "that cache here if this one is offline); or download the checkpoint file and "
+                "pass its path as `pretrained`."
             ) from exc
         raise ModelError(
             f"open_clip could not build {cfg.name!r} from {pretrained!r}: {exc}"

@@ -454,6 +454,7 @@ def train(
     stop_after: int | None = None,
     extra_checkpoint: dict[str, Any] | None = None,
     fingerprint_extra: dict[str, Any] | None = None,
+    keep_checkpoint: bool = False,
 ) -> TrainResult:
     """Train ``model``'s trainable parameters on pairs from ``data``.
 
@@ -463,6 +464,8 @@ def train(
         cfg: the run's settings.
         out_dir: receives ``checkpoint.pt`` (resumable), ``final.pt`` and ``metrics.jsonl``.
         resume: continue from ``out_dir/checkpoint.pt`` when present (config must match).
+            A finished run (``final.pt`` of the same fingerprint) is not trained again: its
+            weights are loaded from ``final.pt`` and ``resumed_from_step == cfg.steps``.
         eval_fn: called as ``eval_fn(model, step)`` every ``eval_every`` steps and at the end;
             its numbers are logged (e.g. the gap decomposition on validation data).
         stop_after: stop (after checkpointing) once this step count is reached, to simulate
@@ -471,6 +474,9 @@ def train(
         fingerprint_extra: more settings a resume must match (e.g. the data config); the
             fingerprint always covers the model and train config, the data's sizes and pairing
             and the digest of the weights the run starts from.
+        keep_checkpoint: keep ``checkpoint.pt`` (weights + optimizer state, about 3x the
+            weights) once ``final.pt`` is written; by default it is deleted, since only
+            ``final.pt`` and ``metrics.jsonl`` are read by later stages.
     Returns:
         a :class:`TrainResult`.
     Raises:
@@ -492,6 +498,7 @@ def train(
         "stop_after": stop_after,
         "extra_checkpoint": extra_checkpoint,
         "fingerprint_extra": fingerprint_extra,
+        "keep_checkpoint": keep_checkpoint,
     }
     if rank != 0:  # rank 0 holds the lock for the whole group
         return _train(model, data, cfg, out_dir, **options)
@@ -593,7 +600,8 @@ def _resume_state(
     resume: bool,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(first step, log records before it): from ``checkpoint.pt`` when resuming, else (0, [])
-    and an old log removed. A checkpoint of other settings, data or base is refused."""
+    and an old log and ``final.pt`` removed. A checkpoint of other settings, data or base is
+    refused."""
     ckpt_path, log_path = out_dir / "checkpoint.pt", out_dir / "metrics.jsonl"
     if resume and ckpt_path.exists():
         payload = load_checkpoint(ckpt_path)
@@ -606,8 +614,9 @@ def _resume_state(
         if log_path.exists():
             history = [h for h in _read_log(log_path) if h["step"] < start_step]
         return start_step, history
-    if rank_and_world()[0] == 0 and log_path.exists():
-        log_path.unlink()
+    if rank_and_world()[0] == 0:  # starting over: an old log and final.pt are stale
+        log_path.unlink(missing_ok=True)
+        (out_dir / "final.pt").unlink(missing_ok=True)
     return 0, []
 
 
@@ -635,15 +644,22 @@ def _finish(
     history: list[dict[str, Any]],
     eval_fn: Callable[[DualEncoder, int], dict[str, float]] | None,
     extra_checkpoint: dict[str, Any] | None,
+    fingerprint: dict[str, Any],
 ) -> None:
-    """The final evaluation (added to the last log record) and ``final.pt`` (rank 0)."""
+    """The final evaluation (added to the last log record) and ``final.pt`` (rank 0), which
+    records the run's ``fingerprint`` so a rerun can tell it is finished."""
     final_eval = {}
     if eval_fn is not None:
         final_eval = {f"val_{k}": v for k, v in eval_fn(model, cfg.steps).items()}
         if history:
             history[-1].update(final_eval)
     if rank_and_world()[0] == 0:
-        extra = {"train_config": cfg.to_dict(), "step": cfg.steps, "final_eval": final_eval}
+        extra = {
+            "train_config": cfg.to_dict(),
+            "step": cfg.steps,
+            "final_eval": final_eval,
+            "fingerprint": fingerprint,
+        }
         save_checkpoint(final_path, model, **extra, **(extra_checkpoint or {}))
 
 
@@ -712,6 +728,31 @@ class _Setup:
         )
 
 
+def _finished_run(
+    out_dir: Path, fingerprint: dict[str, Any], model: DualEncoder, cfg: TrainConfig
+) -> TrainResult | None:
+    """The result of a finished run in ``out_dir`` (weights loaded from ``final.pt`` into
+    ``model``), or None when there is none or its ``final.pt`` records no fingerprint (written
+    by an older version). A finished run of other settings is refused like a checkpoint."""
+    final_path = out_dir / "final.pt"
+    if not final_path.exists():
+        return None
+    started = time.perf_counter()
+    payload = load_checkpoint(final_path)
+    if "fingerprint" not in payload:
+        return None
+    _check_resume(payload, fingerprint, final_path)
+    model.load_state_dict(payload["state_dict"], strict=False)
+    log_path = out_dir / "metrics.jsonl"
+    history = _read_log(log_path) if log_path.exists() else []
+    final_eval = dict(payload.get("final_eval") or {})
+    if history and final_eval:  # _finish adds the final eval to the last record in memory only
+        history[-1] = {**history[-1], **final_eval}
+    return TrainResult(
+        model, history, out_dir, final_path, cfg.steps, time.perf_counter() - started
+    )
+
+
 def _train(
     model: DualEncoder,
     data: InputSource,
@@ -724,6 +765,7 @@ def _train(
     stop_after: int | None,
     extra_checkpoint: dict[str, Any] | None,
     fingerprint_extra: dict[str, Any] | None,
+    keep_checkpoint: bool,
 ) -> TrainResult:
     """The body of :func:`train` (``out_dir`` locked by rank 0)."""
     started = time.perf_counter()
@@ -733,6 +775,10 @@ def _train(
     fingerprint = _config_fingerprint(
         model, cfg, data_digest(data), weights_digest(model), fingerprint_extra
     )
+    if resume:
+        finished = _finished_run(out_dir, fingerprint, model, cfg)
+        if finished is not None:
+            return finished
     start_step, history = _resume_state(
         out_dir, fingerprint, model, optimizer, objective.scheduler, resume
     )
@@ -798,7 +844,9 @@ def _train(
 
     final_path = out_dir / "final.pt"
     if end_step == cfg.steps:
-        _finish(model, cfg, final_path, history, eval_fn, extra_checkpoint)
+        _finish(model, cfg, final_path, history, eval_fn, extra_checkpoint, fingerprint)
+        if rank == 0 and not keep_checkpoint:  # optimizer state: no later stage reads it
+            (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     return TrainResult(
         model, history, out_dir, final_path, start_step, time.perf_counter() - started
     )

@@ -54,9 +54,9 @@ def test_text_tower_matches_independent_mean_pooling():
 
 
 def test_towers_heads_are_seeded():
-    a, b = create_model(ModelConfig(seed=3)), create_model(ModelConfig(seed=3))
+    a, b = create_model(ModelConfig(init_seed=3)), create_model(ModelConfig(init_seed=3))
     torch.testing.assert_close(a.image_head.weight, b.image_head.weight)
-    c = create_model(ModelConfig(seed=4))
+    c = create_model(ModelConfig(init_seed=4))
     assert not torch.equal(a.image_head.weight, c.image_head.weight)
 
 
@@ -144,11 +144,11 @@ def test_pretrained_tag_offline_says_how_to_get_weights(monkeypatch):
 
 
 def test_checkpoint_roundtrip_and_errors(tmp_path):
-    model = create_model(ModelConfig(embed_dim=16, seed=1))
+    model = create_model(ModelConfig(embed_dim=16, init_seed=1))
     with torch.no_grad():
         model.image_head.weight.add_(1.0)
     path = save_checkpoint(tmp_path / "m.pt", model, note="x")
-    loaded, payload = load_model(path, expect=ModelConfig(embed_dim=16, seed=1))
+    loaded, payload = load_model(path, expect=ModelConfig(embed_dim=16, init_seed=1))
     torch.testing.assert_close(loaded.image_head.weight, model.image_head.weight)
     assert payload["note"] == "x"
     with pytest.raises(ModelError, match="another model"):

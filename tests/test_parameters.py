@@ -189,7 +189,9 @@ def test_experiment_from_params_is_a_notebooks_one_set_up_call(tmp_path, monkeyp
     exp = Experiment.from_params(params, smoke={"toy_steps": 40})
     assert {k: params[k] for k in SMOKE_SIZES} == SMOKE_SIZES and params["toy_steps"] == 40
     assert (exp.data.n_train, exp.data.n_test, exp.data.seed) == (300, 200, 3)
-    assert exp.model_config.seed == 3  # one `seed`, as the CLI's --seed
+    # `seed` is the data world's and the batches' seed (DataConfig, TrainConfig), as the CLI's
+    # --seed; the heads' initialisation has its own name (ModelConfig.init_seed)
+    assert exp.model_config.init_seed == 0
     assert exp.paths is not None and exp.paths.runs == tmp_path / "runs"
     full = {"smoke": False, "n_train": 3000, "n_val": 500, "n_test": 1000}
     assert Experiment.from_params(full).data.n_train == 3000 and full["n_train"] == 3000

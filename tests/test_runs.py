@@ -45,7 +45,7 @@ def tiny_experiment(runs_dir, pretrain_steps=4, data_seed=0):
     """A real Experiment whose training inputs are synthetic features (no towers, no images)."""
     exp = Experiment(
         DataConfig(n_train=48, n_val=8, n_test=8, seed=data_seed),
-        ModelConfig(embed_dim=8, seed=0),
+        ModelConfig(embed_dim=8, init_seed=0),
         runs_dir=runs_dir,
         pretrain=TrainConfig(steps=pretrain_steps, batch_size=16, lr=1e-2, warmup_steps=1),
         progress=False,

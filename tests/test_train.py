@@ -40,7 +40,7 @@ def small_cfg(**kw):
 
 
 def fresh():
-    return create_model(ModelConfig(embed_dim=8, seed=0))
+    return create_model(ModelConfig(embed_dim=8, init_seed=0))
 
 
 def test_batches_are_a_pure_function_of_step():

@@ -33,7 +33,7 @@ class ModelConfig(Settings):
     max_logit_scale: float = 100.0  # clamp of the logit multiplier (CLIP: 100)
     learn_logit_scale: bool = False  # train the temperature too (see README: why fixed by default)
     trainable: str = "all"  # open_clip: "all", "proj" (projections only) or "last:N" blocks + proj
-    seed: int = 0  # seed of the random initialisation of the trainable heads
+    init_seed: int = 0  # towers: seed of the random initialisation of the trainable heads
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:

@@ -117,7 +117,7 @@ class TowersEncoder(DualEncoder):
         super().__init__(cfg.embed_dim, cfg.init_logit_scale, cfg.max_logit_scale)
         self.cfg = cfg
         gen_state = torch.random.get_rng_state()
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.init_seed)
         self.image_head = _head(IMAGE_FEATURE_DIM, cfg.embed_dim, cfg.head)
         self.text_head = _head(TEXT_FEATURE_DIM, cfg.embed_dim, cfg.head)
         torch.random.set_rng_state(gen_state)

@@ -10,6 +10,7 @@ import pytest
 import scipy.linalg
 import torch
 
+from tests.test_train import small_cfg
 from tpccma_lib.data.config import DataConfig
 from tpccma_lib.embeddings import Embeddings
 from tpccma_lib.experiment import Experiment
@@ -56,20 +57,8 @@ def tiny_experiment(runs_dir, pretrain_steps=4, data_seed=0):
 
 
 def cfg(**kw):
-    settings = dict(
-        steps=12,
-        batch_size=16,
-        lr=1e-2,
-        warmup_steps=2,
-        checkpoint_every=4,
-        log_every=2,
-        eval_every=4,
-        alpha_target=0.5,
-        warmup_fraction=0.25,
-        ramp_fraction=0.25,
-    )
-    settings.update(kw)
-    return TrainConfig(**settings)
+    """test_train's small settings, with the validation gap measured every 4 steps."""
+    return small_cfg(**{"eval_every": 4, **kw})
 
 
 def step_eval(model, step):

@@ -21,7 +21,7 @@ run: setup
 NBVAL := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
-	$(PY) -m pytest tests -p no:cacheprovider
+	$(PY) -m pytest tests -p no:cacheprovider --durations=15
 	TPCCMA_THREADS=1 $(PY) -m pytest --nbval $(NBVAL) notebooks/
 
 lint:

@@ -76,6 +76,7 @@ def dataclass_from_args(cls: type, args: argparse.Namespace, base: Any = None) -
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tpccma_lib.app.readme import DEFAULT_GRID
     from tpccma_lib.data.config import DataConfig
     from tpccma_lib.experiment import FINETUNE_CONFIG
     from tpccma_lib.models import ModelConfig
@@ -155,8 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="seeds the split, floor and bootstrap")
 
     s = sub.add_parser("sweep", help="papermill alpha sweep: notebooks 03 + 04 per (alpha, seed)")
-    s.add_argument("--alphas", default="0,0.01,0.05,0.1,0.2,0.5,1.0")
-    s.add_argument("--seeds", default="0,1")
+    alphas, seeds = DEFAULT_GRID  # the grid README's results table describes
+    s.add_argument("--alphas", default=",".join(f"{a:g}" for a in alphas))
+    s.add_argument("--seeds", default=",".join(str(seed) for seed in seeds))
     s.add_argument("--jobs", type=int, default=1)
     s.add_argument("--out", default="runs/sweep")
     s.add_argument(

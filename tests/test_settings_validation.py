@@ -40,6 +40,8 @@ BAD_TRAIN_SETTINGS = [
     ("distribution_weight", math.nan, "distribution_weight must be a finite number"),
     ("seed", -1, "seed must be >= 0"),
     ("eval_every", -1, "eval_every must be >= 0"),
+    ("workers", -1, "workers must be >= 0"),
+    ("amp", "fp8", "amp must be 'none', 'bf16' or 'fp16'"),
     ("device", "tpu7", "device must be 'auto', 'cpu', 'cuda' or 'cuda:<index>', got 'tpu7'"),
     ("alpha_target", math.nan, "alpha_target must be finite"),
     ("warmup_fraction", math.inf, "warmup_fraction must be finite"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,7 @@ class Experiment:
         self._splits: dict[str, Any] = {}
         self._inputs: dict[str, Any] = {}
         self._probe: DualEncoder | None = None
+        self._warned_amp = False
         self.paths: NotebookPaths | None = None  # set by from_params (a notebook's folders)
 
     @classmethod
@@ -137,13 +139,21 @@ class Experiment:
 
     def _place(self, model: DualEncoder) -> DualEncoder:
         """Move an open_clip model to :attr:`device` (the towers' heads run where they are: their
-        frozen stage is cached on disk and stays on the CPU)."""
+        frozen stage is cached on disk and stays on the CPU) and set how it embeds
+        (``DataConfig.amp`` on CUDA, ``DataConfig.workers`` image-decoding processes)."""
         here, want = model.device, self.device
         if not model.cacheable_inputs and (
             here.type != want.type or (want.index is not None and here != want)
         ):  # a model on cuda:1 (a torchrun rank) stays there when the device is "cuda"
             model.to(want)
-        return model
+        if self.data.amp != "none" and model.device.type != "cuda" and not self._warned_amp:
+            warnings.warn(
+                f"amp={self.data.amp!r} is ignored on device {model.device}: embedding autocasts "
+                "on CUDA only, so these embeddings are fp32.",
+                stacklevel=3,
+            )
+            self._warned_amp = True
+        return model.set_inference(self.data.amp, self.data.workers)
 
     @property
     def run_tag(self) -> str:

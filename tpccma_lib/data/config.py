@@ -35,8 +35,10 @@ class DataConfig:
     ``"same"`` = the classes of ``dataset`` itself (the shapes), ``"cifar10"`` = CIFAR-10 test
     with CLIP's CIFAR-10 prompts (the paper's protocol; required with COCO, which has no
     classes). :meth:`tasks` spells the mapping out. ``root`` holds ``coco/`` and ``cifar10/``
-    as ``tpccma prepare --root`` writes them. ``device`` is where evaluation embeds (it is not
-    part of a run's identity: the same data on another device is the same run).
+    as ``tpccma prepare --root`` writes them. ``device``, ``amp`` and ``workers`` say how
+    evaluation embeds (not part of a run's identity: the same data embedded elsewhere is the
+    same data). ``amp`` and ``workers`` share their names, and so their flags and notebook
+    parameters, with :class:`~tpccma_lib.training.loop.TrainConfig`'s.
     """
 
     dataset: str = "shapes"  # "shapes" (embedded, procedural) or "coco" (Karpathy split)
@@ -48,6 +50,8 @@ class DataConfig:
     zero_shot: str = "same"  # zero-shot data: "same" (the shape classes) or "cifar10"
     root: str | None = None  # holds coco/ and cifar10/ (default: $TPCCMA_DATA or ./data)
     device: str = "auto"  # where evaluation embeds: "auto" (CUDA if present), "cpu", "cuda"
+    amp: str = "none"  # embedding autocast on CUDA: "none", "bf16", "fp16" (CPU: always fp32)
+    workers: int = 4  # DataLoader processes decoding images when embedding (open_clip)
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -63,6 +67,12 @@ class DataConfig:
                 "clustering need another data set: set zero_shot='cifar10' (the paper's "
                 "protocol; notebook parameter / flag `zero_shot`)."
             )
+        if self.amp not in ("none", "bf16", "fp16"):
+            raise ValueError(f"amp must be 'none', 'bf16' or 'fp16', got {self.amp!r}.")
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int):
+            raise ValueError(f"workers must be an integer, got {self.workers!r}.")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0, got {self.workers}.")
         if self.device != "auto":
             import torch
 
@@ -80,9 +90,10 @@ class DataConfig:
 
     def identity(self) -> dict[str, Any]:
         """The settings that decide the data (what run folders and checkpoints are keyed by):
-        every field but ``device``."""
+        every field but ``device``, ``amp`` and ``workers`` (how it is embedded)."""
         out = asdict(self)
-        out.pop("device")
+        for how in ("device", "amp", "workers"):
+            out.pop(how)
         return out
 
     @property

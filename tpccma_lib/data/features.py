@@ -167,6 +167,25 @@ def _check_inputs(inputs: FrozenInputs, dataset: Any) -> None:
             raise ValueError(f"{bad} {name} row(s) with NaN or inf")
 
 
+def _encode_cached(
+    model: DualEncoder, inputs: FrozenInputs, batch_size: int, dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The trainable stage over cached frozen features, in batches -> (image, text) on CPU."""
+    img = torch.cat(
+        [
+            model.encode_image_inputs(inputs.image[s : s + batch_size].to(dev)).cpu()
+            for s in range(0, inputs.image.shape[0], batch_size)
+        ]
+    )
+    txt = torch.cat(
+        [
+            model.encode_text_inputs(inputs.text[s : s + batch_size].to(dev)).cpu()
+            for s in range(0, inputs.text.shape[0], batch_size)
+        ]
+    )
+    return img, txt
+
+
 @torch.no_grad()
 def embed_dataset(
     model: DualEncoder,
@@ -191,18 +210,8 @@ def embed_dataset(
             else frozen_inputs(model, dataset, cache_dir, progress=progress)
         )
         dev = model.device
-        img = torch.cat(
-            [
-                model.encode_image_inputs(inputs.image[s : s + batch_size].to(dev)).cpu()
-                for s in range(0, inputs.image.shape[0], batch_size)
-            ]
-        )
-        txt = torch.cat(
-            [
-                model.encode_text_inputs(inputs.text[s : s + batch_size].to(dev)).cpu()
-                for s in range(0, inputs.text.shape[0], batch_size)
-            ]
-        )
+        with model.inference_autocast():
+            img, txt = _encode_cached(model, inputs, batch_size, dev)
         image, text, t2i = img.float().numpy(), txt.float().numpy(), inputs.text_to_image
     else:
         texts, t2i = dataset.flat_captions()

@@ -15,6 +15,7 @@ The temperature is stored as CLIP does, as ``log_logit_scale`` (a scalar paramet
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,7 +25,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-__all__ = ["DualEncoder", "ModelError", "check_rgb_images"]
+__all__ = ["AMP_MODES", "DualEncoder", "ModelError", "check_rgb_images"]
+
+#: Mixed-precision modes of training and embedding (autocast on CUDA; CPU runs fp32).
+AMP_MODES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class ModelError(ValueError):
@@ -59,6 +63,12 @@ class DualEncoder(nn.Module):
     backend: str = "abstract"
     #: True when the frozen input stage is deterministic and worth caching on disk.
     cacheable_inputs: bool = False
+    #: True when ``image_inputs`` is CPU work (decoding, resizing) that DataLoader workers can do.
+    inputs_in_workers: bool = False
+    #: Inference settings of :meth:`encode_images` / :meth:`encode_texts` (see
+    #: :meth:`set_inference`): autocast mode on CUDA, and image-decoding worker processes.
+    inference_amp: str = "none"
+    inference_workers: int = 0
 
     def __init__(self, embed_dim: int, init_logit_scale: float, max_logit_scale: float) -> None:
         super().__init__()
@@ -108,18 +118,47 @@ class DualEncoder(nn.Module):
     def device(self) -> torch.device:
         return self.log_logit_scale.device
 
+    def set_inference(self, amp: str = "none", workers: int = 0) -> DualEncoder:
+        """How :meth:`encode_images` / :meth:`encode_texts` run: ``amp`` ("none", "bf16",
+        "fp16") autocasts the forward pass on CUDA (ignored on CPU; embeddings come back
+        float32 either way), ``workers`` DataLoader processes decode and preprocess images
+        (backends with :attr:`inputs_in_workers`). Returns ``self``."""
+        if amp not in AMP_MODES:
+            raise ModelError(f"amp must be one of {sorted(AMP_MODES)}, got {amp!r}.")
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+            raise ModelError(f"workers must be an integer >= 0, got {workers!r}.")
+        self.inference_amp, self.inference_workers = amp, workers
+        return self
+
+    def inference_autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast per :meth:`set_inference` on CUDA; a no-op context elsewhere."""
+        dtype = AMP_MODES[self.inference_amp]
+        if dtype is None or self.device.type != "cuda":
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=dtype)
+
     @torch.no_grad()
     def encode_images(
         self, images: Sequence[np.ndarray], batch_size: int = 128, progress: bool = False
     ) -> np.ndarray:
-        """Images -> (N, embed_dim) float32 normalised embeddings, in batches."""
+        """Images -> (N, embed_dim) float32 normalised embeddings, in batches (decoded in
+        :attr:`inference_workers` processes where the backend allows)."""
+        from tpccma_lib.data.loading import ordered_map
+
+        starts = range(0, len(images), batch_size)
+
+        def inputs(start: int) -> torch.Tensor:
+            end = min(start + batch_size, len(images))
+            return self.image_inputs([images[i] for i in range(start, end)])
+
+        workers = self.inference_workers if self.inputs_in_workers else 0
+        cuda = self.device.type == "cuda"
         out = []
-        for start in tqdm(
-            range(0, len(images), batch_size), desc="encode images", disable=not progress
-        ):
-            batch = [images[i] for i in range(start, min(start + batch_size, len(images)))]
-            x = self.image_inputs(batch).to(self.device)
-            out.append(self.encode_image_inputs(x).float().cpu().numpy())
+        batches = ordered_map(inputs, starts, workers, pin_memory=cuda)
+        for x in tqdm(batches, total=len(starts), desc="encode images", disable=not progress):
+            with self.inference_autocast():
+                emb = self.encode_image_inputs(x.to(self.device, non_blocking=cuda))
+            out.append(emb.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)
 
     @torch.no_grad()
@@ -132,5 +171,6 @@ class DualEncoder(nn.Module):
             range(0, len(texts), batch_size), desc="encode texts", disable=not progress
         ):
             x = self.text_inputs(list(texts[start : start + batch_size])).to(self.device)
-            out.append(self.encode_text_inputs(x).float().cpu().numpy())
+            with self.inference_autocast():
+                out.append(self.encode_text_inputs(x).float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.embed_dim), np.float32)

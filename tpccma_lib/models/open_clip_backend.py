@@ -125,6 +125,7 @@ class OpenClipEncoder(DualEncoder):
 
     backend = "open_clip"
     cacheable_inputs = False
+    inputs_in_workers = True  # JPEG decoding + resize/crop: CPU work for DataLoader workers
 
     def __init__(self, cfg: ModelConfig) -> None:
         register_bundled_configs()

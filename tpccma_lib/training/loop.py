@@ -23,7 +23,7 @@ import numbers
 import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -34,6 +34,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
+from tpccma_lib.data.loading import ordered_map
 from tpccma_lib.locks import RunLockedError, run_lock
 from tpccma_lib.models.base import DualEncoder, ModelError
 from tpccma_lib.models.factory import load_checkpoint, save_checkpoint
@@ -73,6 +74,7 @@ _INT_FIELDS = (
     "checkpoint_every",
     "log_every",
     "eval_every",
+    "workers",
 )
 _FLOAT_FIELDS = (
     "lr",
@@ -111,6 +113,7 @@ class TrainConfig(Settings):
     grad_clip: float = 1.0  # max global gradient norm (0 disables)
     amp: str = "none"  # "none", "bf16" or "fp16" (autocast on CUDA; statistics stay fp32)
     device: str = "auto"  # "auto" (CUDA if present), "cpu", "cuda", "cuda:1", ...
+    workers: int = 4  # DataLoader processes decoding images (open_clip; 0: the main process)
     seed: int = 0  # fixes batch order and caption choice
     alpha_target: float = 0.0  # weight of L_CMA in phase 3 (0 = contrastive only)
     warmup_fraction: float = 0.2  # phase 1: fraction of steps with the contrastive loss only
@@ -160,6 +163,7 @@ class TrainConfig(Settings):
             "grad_clip",
             "seed",
             "eval_every",
+            "workers",
             "centroid_weight",
             "distribution_weight",
         ):
@@ -205,6 +209,7 @@ class InputSource:
     text_fn: Callable[[np.ndarray], torch.Tensor]
     text_to_image: np.ndarray  # (N_txt,) int64
     n_images: int
+    in_workers: bool = False  # image_fn is CPU work (decoding) for DataLoader workers
 
     @classmethod
     def from_frozen(cls, inputs: Any) -> InputSource:
@@ -226,6 +231,7 @@ class InputSource:
             text_fn=lambda idx: model.text_inputs([texts[int(i)] for i in idx]),
             text_to_image=np.asarray(t2i, dtype=np.int64),
             n_images=len(dataset),
+            in_workers=model.inputs_in_workers,
         )
 
 
@@ -351,7 +357,7 @@ def _config_fingerprint(
     the digest of the weights the run started from (the base model's identity).
     """
     d = cfg.to_dict()
-    for volatile in ("checkpoint_every", "log_every", "eval_every", "device"):
+    for volatile in ("checkpoint_every", "log_every", "eval_every", "device", "workers"):
         d.pop(volatile)
     out: dict[str, Any] = {"model_config": model.config(), "train_config": d}
     if data is not None:
@@ -710,14 +716,27 @@ class _Setup:
             rank, world, device, params, curriculum, amp_dtype, objective, optimizer, batcher
         )
 
-    def inputs(self, data: InputSource, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """This rank's share of step ``step``'s batch, on the device: (image, text) inputs."""
+    def host_inputs(self, data: InputSource, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """This rank's share of step ``step``'s batch on the host: (image, text) inputs."""
         img_idx, cap_idx = self.batcher.batch(step)
         local = self.batcher.batch_size // self.world
         mine = slice(self.rank * local, (self.rank + 1) * local)
-        x_img = data.image_fn(img_idx[mine]).to(self.device, non_blocking=True)
-        x_txt = data.text_fn(cap_idx[mine]).to(self.device, non_blocking=True)
-        return x_img, x_txt
+        return data.image_fn(img_idx[mine]), data.text_fn(cap_idx[mine])
+
+    def input_stream(
+        self, data: InputSource, steps: range, workers: int
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(image, text) inputs of each step in ``steps``, on the device; decoded ahead in
+        ``workers`` DataLoader processes when the source decodes images (same batches as 0)."""
+        cuda = self.device.type == "cuda"
+        host = ordered_map(
+            lambda step: self.host_inputs(data, step),
+            steps,
+            workers if data.in_workers else 0,
+            pin_memory=cuda,
+        )
+        for x_img, x_txt in host:
+            yield x_img.to(self.device, non_blocking=cuda), x_txt.to(self.device, non_blocking=cuda)
 
     def autocast(self) -> torch.autocast:
         """Mixed precision (bf16/fp16) on CUDA when asked; a no-op context otherwise."""
@@ -794,10 +813,10 @@ def _train(
         desc=f"train alpha_target={cfg.alpha_target}",
         disable=not progress or rank != 0,
     )
-    for step in bar:
+    stream = run.input_stream(data, range(start_step, end_step), cfg.workers)
+    for step, (x_img, x_txt) in zip(bar, stream, strict=True):
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, cfg)
-        x_img, x_txt = run.inputs(data, step)
         alpha = alpha_at(step, cfg.steps, run.curriculum)
         with run.autocast():
             img_emb = model.encode_image_inputs(x_img)

@@ -321,3 +321,183 @@ def test_decoder_errors(overfitted) -> None:
     rare = CaptionDecoderConfig(**{**TINY.__dict__, "min_count": 1000})
     with pytest.raises(CaptioningError, match="lower min_count"):
         train_text_decoder(embeddings, captions, rare, progress=False)
+
+
+# ------------------------------------------------------------------ length in epochs, DeCap preset
+
+
+@pytest.mark.parametrize(
+    ("epochs", "n_captions", "batch_size", "steps"),
+    [
+        (1, 64, 64, 1),
+        (2, 64, 64, 2),
+        (1.5, 300, 32, 15),  # 14.06 -> 15: the last step starts the next pass
+        (0.1, 640, 64, 1),  # read as 1/10: exactly one step, not 2 by float round-off
+        (0.3, 640, 64, 3),
+        (10, 566_747, 64, 88_555),  # COCO Karpathy train's captions, 10 passes at batch 64
+        (1e-6, 10, 64, 1),  # never less than one step
+    ],
+)
+def test_epochs_resolve_to_ceil_of_passes_over_the_captions(
+    epochs, n_captions, batch_size, steps
+) -> None:
+    cfg = CaptionDecoderConfig(epochs=epochs, batch_size=batch_size, steps=999)
+    assert (
+        cfg.resolved_steps(n_captions)
+        == steps
+        == math.ceil(round(epochs * n_captions / batch_size, 9))
+    )
+    assert CaptionDecoderConfig(steps=7).resolved_steps(n_captions) == 7  # epochs None: steps
+
+
+def test_training_for_epochs_takes_the_resolved_number_of_steps(corpus) -> None:
+    captions, embeddings = corpus  # 300 captions
+    cfg = CaptionDecoderConfig(**{**TINY.__dict__, "epochs": 1.5, "steps": 999})
+    decoder = train_text_decoder(embeddings, captions, cfg, progress=False)
+    expected = math.ceil(1.5 * 300 / TINY.batch_size)  # 15
+    assert decoder.steps == expected == len(decoder.loss_history)
+    assert f"steps={expected}," in repr(decoder)
+    by_steps = CaptionDecoderConfig(**{**TINY.__dict__, "steps": expected})
+    same = train_text_decoder(embeddings, captions, by_steps, progress=False)
+    assert same.loss_history == decoder.loss_history  # the same training, only named by epochs
+
+
+@pytest.mark.parametrize("epochs", [0, -1, 0.0, float("nan"), float("inf"), True, "3"])
+def test_bad_epochs_are_refused(epochs) -> None:
+    with pytest.raises(CaptioningError, match="epochs"):
+        CaptionDecoderConfig(epochs=epochs)
+
+
+def test_bad_label_smoothing_is_refused() -> None:
+    for value in (-0.1, 1.0):
+        with pytest.raises(CaptioningError, match="label_smoothing"):
+            CaptionDecoderConfig(label_smoothing=value)
+
+
+def test_save_load_round_trip_of_an_epochs_decoder(corpus, tmp_path) -> None:
+    captions, embeddings = corpus
+    cfg = CaptionDecoderConfig(**{**TINY.__dict__, "epochs": 0.5, "label_smoothing": 0.1})
+    decoder = train_text_decoder(embeddings, captions, cfg, progress=False)
+    assert decoder.steps == math.ceil(0.5 * 300 / TINY.batch_size) == 5
+    loaded = TextDecoder.load(decoder.save(tmp_path / "decoder.pt"))
+    assert loaded.config == decoder.config and loaded.config.epochs == 0.5
+    assert loaded.steps == decoder.steps
+    assert loaded.loss_history == decoder.loss_history
+    assert repr(loaded) == repr(decoder)
+    assert loaded.generate(embeddings[:5]) == decoder.generate(embeddings[:5])
+
+
+def test_load_of_a_file_without_steps_counts_the_loss_history(overfitted, tmp_path) -> None:
+    decoder, _, _ = overfitted
+    path = decoder.save(tmp_path / "old.pt")
+    state = torch.load(path, weights_only=True)
+    del state["steps"]  # as written before the field existed
+    for key in ("epochs", "label_smoothing"):
+        del state["config"][key]
+    torch.save(state, path)
+    loaded = TextDecoder.load(path)
+    assert loaded.steps == len(decoder.loss_history) == decoder.steps
+    assert loaded.config == decoder.config
+
+
+def test_decap_preset_is_sized_like_decap() -> None:
+    cfg = CaptionDecoderConfig.decap()
+    assert (cfg.n_layers, cfg.n_heads, cfg.d_model, cfg.ff_mult) == (4, 4, 768, 4)
+    assert (cfg.prefix_length, cfg.batch_size, cfg.epochs) == (1, 64, 10)
+    assert (cfg.dropout, cfg.label_smoothing, cfg.weight_decay) == (0.1, 0.1, 0.0)
+    assert cfg.warmup_steps == 1000 and 0 < cfg.lr <= 2e-4
+    assert CaptionDecoderConfig.decap(epochs=3).epochs == 3
+    wider = CaptionDecoderConfig.decap(d_model=256, n_layers=2)
+    assert (wider.d_model, wider.n_layers, wider.n_heads, wider.epochs) == (256, 2, 4, 10)
+    by_steps = CaptionDecoderConfig.decap(epochs=None, steps=123)
+    assert by_steps.resolved_steps(566_747) == 123
+    with pytest.raises(CaptioningError, match="must divide"):
+        CaptionDecoderConfig.decap(n_heads=5)
+
+
+def test_decap_preset_trains_and_captions(corpus) -> None:
+    captions, embeddings = corpus
+    # the preset's network (4 layers, 4 heads, width 768), a couple of small steps
+    cfg = CaptionDecoderConfig.decap(epochs=None, steps=2, batch_size=8)
+    decoder = train_text_decoder(embeddings[:40], captions[:40], cfg, progress=False)
+    assert decoder.steps == len(decoder.loss_history) == 2
+    assert all(math.isfinite(v) for v in decoder.loss_history)
+    assert decoder.network.prefix.out_features == 768  # one prefix token of width 768
+    assert len(decoder.network.blocks.layers) == 4
+    assert decoder.network.blocks.layers[0].self_attn.num_heads == 4
+    generated = decoder.generate(embeddings[:3], max_len=4)
+    assert len(generated) == 3 and all(1 <= len(c.split()) <= 4 for c in generated)
+
+
+# ------------------------------------------------------------------ the data set's decoder
+
+
+def test_decoder_config_for_each_data_set() -> None:
+    from tpccma_lib.data.config import DataConfig
+    from tpccma_lib.evaluation.model_report import EvalConfig, decoder_config_for
+
+    shapes = DataConfig()
+    assert decoder_config_for(shapes) == CaptionDecoderConfig(steps=400)  # as ever
+    assert decoder_config_for(None) == CaptionDecoderConfig(steps=400)
+    assert decoder_config_for(shapes, 30) == CaptionDecoderConfig(steps=30)
+    coco = DataConfig(dataset="coco", zero_shot="cifar10")
+    assert decoder_config_for(coco) == CaptionDecoderConfig.decap(epochs=10)
+    short = decoder_config_for(coco, 30)  # steps override the epochs
+    assert short.epochs is None and short.steps == 30 and short.resolved_steps(10**6) == 30
+    assert (short.d_model, short.n_layers, short.n_heads) == (768, 4, 4)
+    assert short.warmup_steps == 3  # a tenth of a short run, not DeCap's 1000
+    with pytest.raises(CaptioningError):
+        decoder_config_for(shapes, 0)
+    assert EvalConfig().decoder is None  # resolved per data set in fit_caption_decoder
+
+
+def test_fit_caption_decoder_uses_the_data_sets_decoder_and_device(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import tpccma_lib.evaluation.model_report as reporting
+    from tpccma_lib.data.config import DataConfig
+
+    calls: list[dict] = []
+
+    def fake_train(text, texts, cfg, seed, progress, device):
+        calls.append({"cfg": cfg, "seed": seed, "device": device, "n": len(texts)})
+        return "decoder"
+
+    split = SimpleNamespace(flat_captions=lambda: (["a b", "c d"], [0, 1]))
+    exp = SimpleNamespace(
+        data=DataConfig(dataset="coco", zero_shot="cifar10"),
+        device=torch.device("cpu"),
+        text_embeddings=lambda model, name: np.ones((2, 4)),
+        split=lambda name: split,
+    )
+    monkeypatch.setattr(reporting, "train_text_decoder", fake_train)
+    assert reporting.fit_caption_decoder(exp, "model") == "decoder"
+    assert calls[-1]["cfg"] == CaptionDecoderConfig.decap(epochs=10)
+    assert calls[-1]["device"] == torch.device("cpu") and calls[-1]["n"] == 2
+    own = CaptionDecoderConfig(steps=5)
+    reporting.fit_caption_decoder(exp, "model", reporting.EvalConfig(decoder=own, seed=3))
+    assert calls[-1]["cfg"] == own and calls[-1]["seed"] == 3
+    exp.data = DataConfig()
+    reporting.fit_caption_decoder(exp, "model")
+    assert calls[-1]["cfg"] == CaptionDecoderConfig(steps=400)
+
+
+def test_cli_decoder_steps_default_is_the_data_sets() -> None:
+    from tpccma_lib.app.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["evaluate"]).decoder_steps is None
+    assert parser.parse_args(["evaluate", "--decoder-steps", "30"]).decoder_steps == 30
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_decoder_trains_and_captions_on_cuda(corpus) -> None:
+    captions, embeddings = corpus
+    state = torch.cuda.get_rng_state()
+    cfg = CaptionDecoderConfig(**{**TINY.__dict__, "epochs": 0.5})
+    decoder = train_text_decoder(embeddings, captions, cfg, progress=False, device="cuda")
+    assert torch.equal(torch.cuda.get_rng_state(), state)  # the global CUDA generator untouched
+    assert next(decoder.network.parameters()).device.type == "cuda"
+    assert decoder.steps == len(decoder.loss_history) == 5
+    assert len(decoder.generate(embeddings[:4])) == 4

@@ -27,6 +27,12 @@ default because Bernoulli sampling took ~20 % of a CPU step, and the input noise
 regularises). Decoding recomputes the whole prefix at each word (no key/value cache):
 ~2 s for 300 images on one core.
 
+Length of training: ``steps`` optimiser steps, or with ``epochs`` set
+``ceil(epochs * n_captions / batch_size)`` steps (``steps`` is then ignored; the resolved
+number is :attr:`TextDecoder.steps`). :meth:`CaptionDecoderConfig.decap` sizes the decoder
+like DeCap's language model (the setting for COCO, trained on the device, where
+``train_text_decoder(device=...)`` puts it; generation runs where the network is).
+
 Decoding: greedy, batched, at most ``max_len`` words; ``<pad> <bos> <unk>`` are never emitted
 and ``<eos>`` not as the first word, so every caption has at least one word.
 """
@@ -35,10 +41,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +80,11 @@ class CaptioningError(ValueError):
 
 @dataclass(frozen=True)
 class CaptionDecoderConfig:
-    """Settings of the text-only caption decoder and its training."""
+    """Settings of the text-only caption decoder and its training.
+
+    The defaults are the small decoder of the embedded data set (a minute of one CPU core);
+    :meth:`decap` gives the DeCap-sized one used for COCO.
+    """
 
     d_model: int = 128  # width of the transformer
     n_layers: int = 2  # decoder layers (self-attention + MLP, pre-norm)
@@ -83,12 +95,14 @@ class CaptionDecoderConfig:
     dropout: float = 0.0  # dropout in attention and MLP (Bernoulli sampling: ~20 % of a CPU step)
     noise_std: float = 0.05  # CapDec noise, per-dimension std added to the input embedding
     min_count: int = 1  # words seen fewer times in training captions become <unk>
-    steps: int = 600  # optimiser steps (~4 epochs of 10k captions at batch 64)
+    steps: int = 600  # optimiser steps (~4 epochs of 10k captions at batch 64); see epochs
+    epochs: float | None = None  # if set: ceil(epochs * n_captions / batch_size) steps, not steps
     batch_size: int = 64  # captions per step
     lr: float = 1e-3  # AdamW peak learning rate (linear warm-up, cosine decay to 10 %)
     warmup_steps: int = 50  # steps of linear warm-up
     weight_decay: float = 0.01  # AdamW weight decay
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    label_smoothing: float = 0.0  # of the token cross-entropy (0: none)
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
@@ -98,6 +112,82 @@ class CaptionDecoderConfig:
                 raise CaptioningError(f"CaptionDecoderConfig.{name} must be >= 1.")
         if self.noise_std < 0:
             raise CaptioningError(f"noise_std must be >= 0, got {self.noise_std}.")
+        if self.epochs is not None and (
+            isinstance(self.epochs, bool)
+            or not isinstance(self.epochs, numbers.Real)
+            or not math.isfinite(self.epochs)
+            or self.epochs <= 0
+        ):
+            raise CaptioningError(
+                f"epochs must be a finite number > 0 (passes over the training captions), or "
+                f"None to train for `steps`; got {self.epochs!r}."
+            )
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise CaptioningError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}.")
+
+    @classmethod
+    def decap(cls, epochs: float | None = 10, **overrides: Any) -> CaptionDecoderConfig:
+        """A decoder sized and trained like DeCap's language model (the COCO setting).
+
+        Source: DeCap (Li, Zhu, Wen and Yang, "DeCap: Decoding CLIP Latents for Zero-Shot
+        Captioning via Text-Only Training", ICLR 2023), section "Implementation details": a
+        4-layer Transformer with 4 attention heads and hidden size 768 (GPT-2's width),
+        trained from scratch, on text only, with AdamW, to reconstruct a caption from its
+        CLIP text embedding given as prefix. The authors' released training script
+        (dhg-wei/DeCap on GitHub, ``train.py``) fills in the rest: GPT-2 blocks with GPT-2's
+        defaults (MLP 4 x 768, dropout 0.1), one prefix token mapped by one linear layer from
+        the normalised embedding, batches of 64 captions, token cross-entropy with label
+        smoothing 0.1, AdamW without weight decay and 1000 warm-up steps. Those are the
+        settings here: ``d_model=768, n_layers=4, n_heads=4, ff_mult=4, prefix_length=1,
+        dropout=0.1, label_smoothing=0.1, batch_size=64, weight_decay=0.0,
+        warmup_steps=1000``.
+
+        This project's choices, not DeCap's published values:
+
+        * ``epochs`` (default 10 passes over the training captions: ~88.6k steps over the
+          ~567k captions of COCO Karpathy train). It is a stated setting of this project
+          (it matches the released script's default, which ran on two GPUs of 64 captions
+          each, i.e. half as many steps per epoch); the paper's own count is not relied on.
+        * learning rate 1e-4 with this module's schedule (linear warm-up, cosine decay to
+          10 %, gradient clipping at 1) where DeCap's script uses 1e-5 decayed linearly to
+          0: DeCap's network starts from GPT-2's initialisation (weights ~ N(0, 0.02)), this
+          one from PyTorch's (unit-variance word embeddings), and AdamW moves a weight by
+          about ``lr`` per step, so at 1e-5 the embeddings could barely leave their random
+          start in 10 epochs. 1e-4 stays well below GPT-2 small's 6e-4 (taken with batches of
+          ~0.5M tokens, against ~700 here). Not tuned on COCO.
+        * words are the whole tokens of the training captions (DeCap: CLIP's BPE), and the
+          input noise ``noise_std`` (CapDec's) is kept: this project decodes image embeddings
+          directly, where DeCap first projects them onto a memory of text embeddings.
+
+        Args:
+            epochs: passes over the training captions (None: train for ``steps`` instead).
+            **overrides: any other field, e.g. ``d_model=256``, or ``epochs=None,
+                steps=2000``.
+        """
+        settings: dict[str, Any] = {
+            "d_model": 768,
+            "n_layers": 4,
+            "n_heads": 4,
+            "ff_mult": 4,
+            "prefix_length": 1,
+            "dropout": 0.1,
+            "label_smoothing": 0.1,
+            "batch_size": 64,
+            "lr": 1e-4,
+            "warmup_steps": 1000,
+            "weight_decay": 0.0,
+            "epochs": epochs,
+        }
+        return cls(**{**settings, **overrides})
+
+    def resolved_steps(self, n_captions: int) -> int:
+        """Optimiser steps of a training on ``n_captions`` captions: ``steps``, or with
+        ``epochs`` set ``ceil(epochs * n_captions / batch_size)`` (at least 1); the epoch count
+        is read as written (0.1 is 1/10, not its binary approximation)."""
+        if self.epochs is None:
+            return self.steps
+        exact = Fraction(repr(float(self.epochs))) * n_captions / self.batch_size
+        return max(1, math.ceil(exact))
 
 
 # ---------------------------------------------------------------------------- vocabulary
@@ -194,8 +284,11 @@ class TextDecoder:
         vocab: its :class:`Vocabulary`.
         config: the :class:`CaptionDecoderConfig` it was trained with.
         embedding_dim: D of the embeddings it reads.
-        loss_history: training loss (mean token cross-entropy, nats) of every step.
+        loss_history: training loss (mean token cross-entropy, nats; label-smoothed when
+            ``config.label_smoothing`` > 0) of every step.
         seed: training seed.
+        steps: optimiser steps it was trained for (``config.steps``, or what
+            ``config.epochs`` resolved to on its training captions).
     """
 
     def __init__(
@@ -206,16 +299,18 @@ class TextDecoder:
         embedding_dim: int,
         loss_history: Sequence[float] = (),
         seed: int | None = None,
+        steps: int | None = None,
     ) -> None:
         self.network, self.vocab, self.config = network, vocab, config
         self.embedding_dim = int(embedding_dim)
         self.loss_history = [float(v) for v in loss_history]
         self.seed = seed
+        self.steps = int(steps) if steps is not None else len(self.loss_history)
 
     def __repr__(self) -> str:
         return (
             f"TextDecoder(D={self.embedding_dim}, vocab={len(self.vocab)}, "
-            f"steps={len(self.loss_history)}, config={self.config})"
+            f"steps={self.steps}, config={self.config})"
         )
 
     def _inputs(self, embeddings: np.ndarray | torch.Tensor) -> torch.Tensor:
@@ -276,6 +371,7 @@ class TextDecoder:
             "state_dict": {k: v.cpu() for k, v in self.network.state_dict().items()},
             "loss_history": self.loss_history,
             "seed": self.seed,
+            "steps": self.steps,
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
@@ -299,7 +395,13 @@ class TextDecoder:
         network.load_state_dict(state["state_dict"])
         network.eval()
         return cls(
-            network, vocab, config, state["embedding_dim"], state["loss_history"], state["seed"]
+            network,
+            vocab,
+            config,
+            state["embedding_dim"],
+            state["loss_history"],
+            state["seed"],
+            state.get("steps"),  # files of older versions: len(loss_history)
         )
 
 
@@ -319,11 +421,18 @@ def _batch_tokens(ids: list[list[int]], bos: int) -> tuple[torch.Tensor, torch.T
     return inputs, targets
 
 
-def _lr_factor(step: int, cfg: CaptionDecoderConfig) -> float:
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _rng_devices(device: torch.device) -> list[int]:
+    """CUDA devices whose generator :func:`train_text_decoder` seeds (and restores after)."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
 
 
 def train_text_decoder(
@@ -339,15 +448,20 @@ def train_text_decoder(
     Args:
         text_embeddings: (N, D) embeddings of the captions (row ``i`` encodes ``captions[i]``).
         captions: the N caption strings.
-        cfg: settings (default :class:`CaptionDecoderConfig`()).
-        seed: seeds initialisation, batch order, noise and dropout (global RNGs untouched).
+        cfg: settings (default :class:`CaptionDecoderConfig`()); with ``cfg.epochs`` set it
+            trains ``ceil(epochs * N / batch_size)`` steps (:meth:`~CaptionDecoderConfig.
+            resolved_steps`).
+        seed: seeds initialisation, batch order, noise and dropout (global RNGs untouched,
+            the CUDA one of ``device`` included).
         progress: show a tqdm bar.
-        device: where to train (``"cpu"`` or e.g. ``"cuda"``).
+        device: where to train (``"cpu"`` or e.g. ``"cuda"``); the decoder stays there, so
+            :meth:`TextDecoder.generate` runs there too.
 
     Returns:
-        the trained :class:`TextDecoder` (in eval mode, with ``loss_history``).
+        the trained :class:`TextDecoder` (in eval mode, with ``loss_history`` and ``steps``).
     """
     cfg = cfg or CaptionDecoderConfig()
+    device = torch.device(device)
     embeddings = np.asarray(text_embeddings, dtype=np.float32)
     if embeddings.ndim != 2 or embeddings.shape[0] != len(captions):
         raise CaptioningError(
@@ -365,19 +479,22 @@ def train_text_decoder(
     encoded = [vocab.encode(c, cfg.max_tokens) for c in captions]
     if all(len(x) == 1 for x in encoded):
         raise CaptioningError("Every training caption is empty after tokenisation.")
+    steps = cfg.resolved_steps(len(captions))
     rng = np.random.default_rng(seed)
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=_rng_devices(device)):
         torch.manual_seed(seed)
         network = _PrefixDecoder(embeddings.shape[1], len(vocab), cfg).to(device)
         optimizer = torch.optim.AdamW(
             network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
         )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, cfg))
+        schedule = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: _lr_factor(s, cfg.warmup_steps, steps)
+        )
         all_inputs = torch.from_numpy(embeddings).to(device)
         network.train()
-        history: list[float] = []
+        losses = torch.empty(steps, device=device)  # read back once: no sync per step on CUDA
         order = np.empty(0, dtype=np.int64)
-        bar = tqdm(range(cfg.steps), desc="caption decoder", disable=not progress, leave=False)
+        bar = tqdm(range(steps), desc="caption decoder", disable=not progress, leave=False)
         for step in bar:
             if order.size < cfg.batch_size:  # next epoch: fresh permutation
                 order = np.concatenate([order, rng.permutation(len(captions))])
@@ -388,7 +505,10 @@ def train_text_decoder(
                 x = _normalize(x + cfg.noise_std * torch.randn_like(x))
             logits = network(x, inputs.to(device))  # (B, L, V)
             loss = nn.functional.cross_entropy(
-                logits.reshape(-1, len(vocab)), targets.to(device).reshape(-1), ignore_index=-100
+                logits.reshape(-1, len(vocab)),
+                targets.to(device).reshape(-1),
+                ignore_index=-100,
+                label_smoothing=cfg.label_smoothing,
             )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -396,12 +516,13 @@ def train_text_decoder(
                 nn.utils.clip_grad_norm_(network.parameters(), cfg.grad_clip)
             optimizer.step()
             schedule.step()
-            history.append(float(loss.detach()))
-            if step % 20 == 0:
-                bar.set_postfix(loss=f"{history[-1]:.3f}")
+            losses[step] = loss.detach()
+            if progress and step % 20 == 0:
+                bar.set_postfix(loss=f"{float(losses[step]):.3f}")
         bar.close()
+        history = losses.tolist()
     network.eval()
-    return TextDecoder(network, vocab, cfg, embeddings.shape[1], history, seed)
+    return TextDecoder(network, vocab, cfg, embeddings.shape[1], history, seed, steps)
 
 
 # ---------------------------------------------------------------------------- evaluation

@@ -47,7 +47,7 @@ __all__ = [
 ]
 
 RAMP_SHAPES = ("linear", "cosine")
-CONFLICT_RULES = ("pcgrad", "scale")
+CONFLICT_RULES = ("pcgrad", "scale", "lr")
 
 #: Keys of the telemetry dict returned by :meth:`GradientAwareScheduler.combine`.
 TELEMETRY_KEYS = (
@@ -82,7 +82,8 @@ class CurriculumConfig(Settings):
     ramp_fraction: float = 0.3  # phase 2: fraction of the run over which alpha rises 0 -> target
     ramp_shape: str = "cosine"  # "linear" or "cosine" (half-cosine, zero slope at both ends)
     gradient_aware: bool = True  # ablation switch: False applies g_clip + g_align unchanged
-    rule: str = "pcgrad"  # "pcgrad" (project g_align off g_clip) or "scale" (temper alpha)
+    rule: str = "pcgrad"  # "pcgrad" (project g_align off g_clip), "scale" (temper alpha) or
+    # "lr" (per-tensor learning rates, lr_tempering.LRTempering; the sum g_clip + g_align here)
     measure_every: int = 1  # k: measure the two gradients on steps with step % k == 0
     conflict_threshold: float = 0.0  # cos(g_clip, g_align) below this counts as a conflict
     max_norm_ratio: float = 1.0  # cap on ||alpha g_cma|| / ||g_clip|| (math.inf: no cap)
@@ -308,6 +309,9 @@ class GradientAwareScheduler:
       and the new ``s`` applies to this step. Between measurements ``s`` is frozen and the
       trainer may skip the two separate backward passes: it can do one backward of
       ``L_clip + effective_alpha(alpha) * L_CMA`` (see :meth:`needs_separate_grads`).
+    - ``rule="lr"``: ``g_clip + g_align`` unchanged (``t = 1``) here; the trainer slows the
+      conflicting tensors instead, through their learning rates
+      (:class:`tpccma_lib.training.lr_tempering.LRTempering`, the paper's wording).
     - ``gradient_aware=False`` (ablation): ``g_clip + g_align`` unchanged (``t = 1``); the
       telemetry is still computed.
 

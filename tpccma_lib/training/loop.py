@@ -47,6 +47,7 @@ from tpccma_lib.training.curriculum import (
 )
 from tpccma_lib.training.distributed import rank_and_world
 from tpccma_lib.training.losses import ClipLoss, CMALoss
+from tpccma_lib.training.lr_tempering import LRTempering, LRTemperingConfig, param_groups
 
 __all__ = [
     "TrainConfig",
@@ -120,7 +121,9 @@ class TrainConfig(Settings):
     ramp_fraction: float = 0.3  # phase 2: fraction of steps over which alpha ramps to alpha_target
     ramp_shape: str = "cosine"  # "linear" or "cosine" ramp
     gradient_aware: bool = True  # gradient-aware scheduling of the alignment term (ablation switch)
-    conflict_rule: str = "pcgrad"  # "pcgrad" (project conflicting part) or "scale" (temper alpha)
+    conflict_rule: str = "pcgrad"  # "pcgrad" (project conflicting part), "scale" (temper alpha),
+    # "lr" (slow the conflicting tensors' learning rates: conflict_shrink, recovery, floor
+    # min_tempering; the paper's rule, lr_tempering.LRTempering)
     measure_every: int = 1  # measure the gradient cosine every k steps
     max_norm_ratio: float = 1.0  # cap on ||alpha grad L_CMA|| / ||grad L_clip||
     conflict_threshold: float = 0.0  # gradient cosine below which the two objectives conflict
@@ -528,29 +531,60 @@ class _Objective:
     cma_loss: CMALoss
     scheduler: GradientAwareScheduler
     scaler: torch.amp.GradScaler
+    lr_tempering: LRTempering | None = None  # conflict_rule "lr": per-tensor LR multipliers
 
     @classmethod
     def of(
         cls,
         cfg: TrainConfig,
-        params: list[torch.nn.Parameter],
+        named_params: list[tuple[str, torch.nn.Parameter]],
         curriculum: CurriculumConfig,
         fp16: bool,
     ) -> _Objective:
         """The objective ``cfg`` describes (loss scaling only for fp16 autocast)."""
+        params = [p for _, p in named_params]
         cma = CMALoss(
             centroid_weight=cfg.centroid_weight,
             distribution_weight=cfg.distribution_weight,
             distribution_term=cfg.distribution_term,
         )
         scaler = torch.amp.GradScaler("cuda", enabled=fp16)
-        return cls(params, ClipLoss(), cma, GradientAwareScheduler(curriculum), scaler)
+        tempering = None
+        if curriculum.gradient_aware and curriculum.rule == "lr":
+            tempering = LRTempering(named_params, lr_tempering_config(cfg))
+        scheduler = GradientAwareScheduler(curriculum)
+        return cls(params, ClipLoss(), cma, scheduler, scaler, tempering)
 
     def _grad(self, loss: torch.Tensor, retain_graph: bool = False) -> list[torch.Tensor]:
         g = torch.autograd.grad(
             self.scaler.scale(loss), self.params, retain_graph=retain_graph, allow_unused=True
         )
         return list(g)
+
+    def set_lr(self, optimizer: torch.optim.Optimizer, lr: float) -> None:
+        """The schedule's ``lr`` on every group, times each tensor's multiplier (rule "lr")."""
+        if self.lr_tempering is not None:
+            self.lr_tempering.apply(optimizer, lr)
+        else:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state (checkpoint key ``scheduler``), with the LR multipliers of
+        rule "lr" under ``lr_tempering``."""
+        state = self.scheduler.state_dict()
+        if self.lr_tempering is not None:
+            state = {**state, "lr_tempering": self.lr_tempering.state_dict()}
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        tempering = state.pop("lr_tempering", None)
+        self.scheduler.load_state_dict(state)
+        if self.lr_tempering is not None:
+            if tempering is None:
+                raise TrainError("the checkpoint has no LR-tempering state; start a fresh run.")
+            self.lr_tempering.load_state_dict(tempering)
 
     def gradients(
         self, step: int, alpha: float, img_emb: torch.Tensor, txt_emb: torch.Tensor, l_clip: Any
@@ -565,6 +599,8 @@ class _Objective:
             g_clip = _allreduce_mean(g_clip, self.params)
             g_align = _allreduce_mean(g_align, self.params)
             grads, telemetry = self.scheduler.combine(step, g_clip, g_align)
+            if self.lr_tempering is not None:
+                telemetry.update(_lr_telemetry(self.lr_tempering.measure(step, g_clip, g_align)))
         else:
             a_eff = self.scheduler.effective_alpha(alpha)
             grads = _allreduce_mean(self._grad(l_clip + a_eff * cma.total), self.params)
@@ -575,6 +611,26 @@ class _Objective:
             "cma_distribution": float(cma.distribution),
         }
         return grads, logged, telemetry
+
+
+def lr_tempering_config(cfg: TrainConfig) -> LRTemperingConfig:
+    """The per-tensor LR rule's settings from a run's: conflict_threshold, max_norm_ratio,
+    measure_every, shrink = conflict_shrink, recovery, floor = min_tempering."""
+    return LRTemperingConfig(
+        conflict_threshold=cfg.conflict_threshold,
+        max_norm_ratio=cfg.max_norm_ratio,
+        shrink=cfg.conflict_shrink,
+        recovery=cfg.recovery,
+        floor=cfg.min_tempering,
+        measure_every=cfg.measure_every,
+    )
+
+
+def _lr_telemetry(measured: dict[str, Any]) -> dict[str, Any]:
+    """What a log line records of the LR rule: the share of tensors in conflict and the
+    multipliers (mean, min, how many at the floor)."""
+    keys = ("conflict_share", "mean_multiplier", "min_multiplier", "n_at_floor")
+    return {f"lr_{k}": measured[k] for k in keys}
 
 
 def _apply_gradients(
@@ -602,7 +658,7 @@ def _resume_state(
     fingerprint: dict[str, Any],
     model: DualEncoder,
     optimizer: torch.optim.Optimizer,
-    scheduler: GradientAwareScheduler,
+    objective: _Objective,
     resume: bool,
 ) -> tuple[int, list[dict[str, Any]]]:
     """(first step, log records before it): from ``checkpoint.pt`` when resuming, else (0, [])
@@ -614,7 +670,7 @@ def _resume_state(
         _check_resume(payload, fingerprint, ckpt_path)
         model.load_state_dict(payload["state_dict"], strict=False)
         optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
+        objective.load_state_dict(payload["scheduler"])
         start_step = int(payload["step"])
         history = []
         if log_path.exists():
@@ -695,7 +751,8 @@ class _Setup:
         if device.type == "cuda" and world > 1:
             device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
         model.to(device)
-        params = [p for p in model.parameters() if p.requires_grad]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        params = [p for _, p in named]
         if not params:
             raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
         curriculum = cfg.curriculum()
@@ -707,8 +764,11 @@ class _Setup:
                 stacklevel=4,
             )
             amp_dtype = None
-        objective = _Objective.of(cfg, params, curriculum, fp16=amp_dtype == torch.float16)
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        objective = _Objective.of(cfg, named, curriculum, fp16=amp_dtype == torch.float16)
+        groups = (  # rule "lr": one group per tensor, each with its own learning rate
+            param_groups(named, cfg.weight_decay) if objective.lr_tempering is not None else params
+        )
+        optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
         batcher = PairBatcher(data.text_to_image, data.n_images, cfg.batch_size, cfg.seed)
         if batcher.batch_size % world:
             raise TrainError(f"{data.n_images} images cannot be split evenly over {world} ranks.")
@@ -798,9 +858,7 @@ def _train(
         finished = _finished_run(out_dir, fingerprint, model, cfg)
         if finished is not None:
             return finished
-    start_step, history = _resume_state(
-        out_dir, fingerprint, model, optimizer, objective.scheduler, resume
-    )
+    start_step, history = _resume_state(out_dir, fingerprint, model, optimizer, objective, resume)
     if rank == 0:
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(log_path, "".join(json.dumps(h) + "\n" for h in history))
@@ -815,8 +873,6 @@ def _train(
     )
     stream = run.input_stream(data, range(start_step, end_step), cfg.workers)
     for step, (x_img, x_txt) in zip(bar, stream, strict=True):
-        for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg)
         alpha = alpha_at(step, cfg.steps, run.curriculum)
         with run.autocast():
             img_emb = model.encode_image_inputs(x_img)
@@ -826,9 +882,10 @@ def _train(
             "step": step,
             "phase": phase_at(step, cfg.steps, run.curriculum),
             "alpha": alpha,
-            "lr": optimizer.param_groups[0]["lr"],
+            "lr": cfg.lr * _lr_factor(step, cfg),  # the schedule's (rule "lr": x multipliers)
         }
         grads, cma_values, telemetry = objective.gradients(step, alpha, img_emb, txt_emb, l_clip)
+        objective.set_lr(optimizer, record["lr"])  # after this step's measurement
         record.update(cma_values)
         record.update(
             _apply_gradients(grads, run.params, optimizer, objective.scaler, cfg.grad_clip)
@@ -854,7 +911,7 @@ def _train(
                 out_dir / "checkpoint.pt",
                 model,
                 optimizer=optimizer.state_dict(),
-                scheduler=objective.scheduler.state_dict(),
+                scheduler=objective.state_dict(),
                 step=done,
                 fingerprint=fingerprint,
                 train_config=cfg.to_dict(),

@@ -203,7 +203,7 @@ def run_ours(variant: str, model: Any, pool: Pool, s: Settings, steps: int) -> l
     cfg = train_config(variant, s, s.warmup + steps + 1)
     with (
         tempfile.TemporaryDirectory() as out,
-        mock.patch("tpccma_lib.training.loop.atomic_torch_save"),
+        mock.patch("tpccma_lib.training.loop.save_checkpoint"),
     ):
         train(model, clocked_source(pool, clock), cfg, out, resume=False, progress=False)
     return clock.step_times(s.warmup)

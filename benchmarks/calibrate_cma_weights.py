@@ -15,7 +15,8 @@ images, 2500 captions; the test split is never read, so the weights are not tune
 they are reported with), the raw (= centroid) gap, the distribution (Bures) gap and zero-shot
 accuracy, with the change against the base model in percent. Two more alpha = 0 runs at lower learning
 rates (``DRIFT_LRS``) show how far contrastive fine-tuning alone moves the gap. Result:
-``benchmarks/results/cma_weight_calibration.csv`` (README, "Choosing the CMA weights").
+``benchmarks/results/cma_weight_calibration.csv``; ``--update-readme`` (or ``--readme-only``
+from the CSV) regenerates README's "Choosing the CMA weights" block from it.
 
 The default (lambda_c 10, lambda_d 100) puts the paper's alpha range (0.01 to 1) where the gap
 moves, and makes alpha = 0.05 lower both components (the curriculum issue's criterion).
@@ -133,10 +134,22 @@ def write_rows(rows: list[dict[str, object]], out: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--update-readme", action="store_true", help="then regenerate README's calibration block"
+    )
+    parser.add_argument(
+        "--readme-only", action="store_true", help="only regenerate the block from --out"
+    )
     args = parser.parse_args()
-    rows = calibrate(Experiment(DataConfig(), progress=False))
-    write_rows(rows, args.out)
-    print(f"wrote {args.out}")
+    if not args.readme_only:
+        rows = calibrate(Experiment(DataConfig(), progress=False))
+        write_rows(rows, args.out)
+        print(f"wrote {args.out}")
+    if args.update_readme or args.readme_only:
+        from tpccma_lib.app.readme import update_calibration_section
+
+        update_calibration_section(Path("README.md"), args.out)
+        print("README calibration block regenerated")
 
 
 if __name__ == "__main__":

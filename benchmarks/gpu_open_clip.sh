@@ -25,3 +25,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 "$PY" benchmarks/bench_train.py --backend towers --device cuda --batch 256 \
     --steps 50 --warmup 5 --repeats 3 \
     --out benchmarks/results/bench_train_cuda_towers.csv
+
+# 3. The README's cost table on this GPU: ViT-B-32 per-batch times (bf16, batch 256), written to
+#    its CSV, and the README block regenerated with the GPU table beside the CPU one.
+"$PY" benchmarks/cost_table.py --device cuda --amp bf16 --batch 256 --update-readme \
+    --out benchmarks/results/cost_vitb32_cuda.csv

@@ -59,3 +59,14 @@ def test_the_guard_would_catch_a_test_split_read(tmp_path):
     )
     with pytest.raises(ReadTestSplit):
         exp.embeddings(exp.base_model(), "test")
+
+
+def test_readme_calibration_block_is_generated_from_the_committed_csv():
+    from tpccma_lib.app.readme import calibration_section
+
+    root = SCRIPT.parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    block = readme.split("<!-- calibration:start -->")[1].split("<!-- calibration:end -->")[0]
+    csv = root / "benchmarks" / "results" / "cma_weight_calibration.csv"
+    assert block.strip() == calibration_section(csv).strip()
+    assert "validation split" in block and "test split is never read" in block

@@ -363,7 +363,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_readme(args: argparse.Namespace) -> int:
-    from tpccma_lib.app.readme import update_readme
+    from tpccma_lib.app.readme import (
+        update_calibration_section,
+        update_cost_section,
+        update_readme,
+    )
     from tpccma_lib.evaluation.model_report import base_model_summary
     from tpccma_lib.experiment import Experiment
     from tpccma_lib.notebook import repo_root
@@ -373,6 +377,9 @@ def _cmd_readme(args: argparse.Namespace) -> int:
     print(summary)
     readme = Path(args.readme) if args.readme else repo_root() / "README.md"
     written = update_readme(readme, Path(args.sweep), base_text=summary)
+    written += update_cost_section(readme)  # from benchmarks/results/cost_vitb32_*.csv
+    calibration = repo_root() / "benchmarks" / "results" / "cma_weight_calibration.csv"
+    written += update_calibration_section(readme, calibration)
     print(f"README sections updated: {written}")
     return 0
 

@@ -5,6 +5,11 @@ the full default ``tpccma sweep``) calls :func:`update_readme`, which puts the b
 numbers between ``<!-- base:start -->``/``<!-- base:end -->`` and the default sweep's summary
 (``runs/sweep/summary.csv``, every run of :data:`DEFAULT_GRID` finished) between
 ``<!-- results:start -->``/``<!-- results:end -->``.
+
+The ``cost`` block (what the full reproduction costs, from per-batch times that
+``benchmarks/cost_table.py`` measured) needs no sweep: ``benchmarks/cost_table.py
+--update-readme`` (or :func:`update_cost_section`) rewrites it from
+``benchmarks/results/cost_vitb32_<device>.csv``.
 """
 
 from __future__ import annotations
@@ -12,13 +17,30 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-__all__ = ["DEFAULT_GRID", "replace_section", "sweep_table", "default_grid_rows", "update_readme"]
+__all__ = [
+    "DEFAULT_GRID",
+    "COST_CSVS",
+    "replace_section",
+    "sweep_table",
+    "default_grid_rows",
+    "update_readme",
+    "cost_section",
+    "cost_block",
+    "update_cost_section",
+]
 
 #: The grid the README's results table describes: ``tpccma sweep``'s defaults (alpha, seeds).
 DEFAULT_GRID = ((0.0, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0), (0, 1))
+
+#: The cost tables, relative to the repository: measured on a CPU, and on a GPU once one ran it.
+COST_CSVS = (
+    "benchmarks/results/cost_vitb32_cpu.csv",
+    "benchmarks/results/cost_vitb32_cuda.csv",
+)
 
 COLUMNS = {
     "alpha_target": "α_target",
@@ -122,3 +144,234 @@ def update_readme(
     finally:
         tmp.unlink(missing_ok=True)
     return ["base", "results"]
+
+
+# ---------------------------------------------------------------- the cost block
+def _duration(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    if hours < 48:
+        return f"{hours:.1f} h"
+    return f"{hours:.0f} h ({hours / 24:.1f} days)"
+
+
+def _rate(x: float) -> str:
+    return f"{x:,.1f}" if x >= 10 else f"{x:.3g}"
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.3g}" if s < 100 else f"{s:.0f}"
+
+
+def _display_path(path: Path) -> str:
+    from tpccma_lib.notebook import repo_root
+
+    try:
+        return path.resolve().relative_to(repo_root()).as_posix()
+    except ValueError:
+        return path.name
+
+
+def cost_section(csv_path: str | os.PathLike[str]) -> str:
+    """Markdown of one cost table written by ``benchmarks/cost_table.py``: what measured it and
+    when, the measured seconds per batch, and each stage's estimated wall time."""
+    path = Path(csv_path)
+    frame = pd.read_csv(path, dtype={"batch": "Int64"}, keep_default_na=False)
+    measured = frame[frame["kind"] == "measured"]
+    stages = frame[frame["kind"] == "stage"]
+    if measured.empty or stages.empty:
+        raise ValueError(f"{path} holds no measured or stage rows; rerun benchmarks/cost_table.py.")
+    m = measured.iloc[0]
+    on_gpu = str(m["device"]).startswith("cuda")
+    amp = "fp32" if m["amp"] == "none" else f"{m['amp']} autocast"
+    where = f"one {m['device_name']}" if on_gpu else "this CPU"
+    load = str(m.get("load_avg", "")).replace(" / ", " → ")
+    lines = [
+        f"Measured by `benchmarks/cost_table.py` on **{m['device']}** ({m['device_name']}; "
+        f"torch {m['torch']}, {m['threads']} torch threads) on {m['measured_at']}"
+        + (f", machine load {load} (1-minute average before → after)" if load else "")
+        + f": open_clip {m['model']} with random weights, {amp}, {m['timings']} "
+        f"(`{_display_path(path)}`).",
+        "",
+        f"| operation | batch | s per batch on {m['device']} | items/s |",
+        "|---|---|---|---|",
+    ]
+    for r in measured.itertuples(index=False):
+        s = float(r.s_per_batch)
+        lines.append(f"| {r.what} | {r.batch} | {_seconds(s)} | {_rate(int(r.batch) / s)} |")
+    if on_gpu:
+        rule = (
+            f"the larger of the model's hours and the decoding hours over {m['workers']} "
+            "DataLoader workers"
+        )
+    else:
+        rule = "the sum of its operations' hours (decoding runs on the same cores)"
+    lines += [
+        "",
+        f"| stage | items | estimated wall time on {where} |",
+        "|---|---|---|",
+    ]
+    for r in stages.itertuples(index=False):
+        lines.append(f"| {r.stage} | {r.what} | {_duration(float(r.hours))} |")
+    lines += [
+        "",
+        "Each operation of a stage takes items / batch × s per batch (the per-operation rows "
+        f"are in the CSV); a stage's wall time is {rule}. `tpccma report` is counted as the "
+        "evaluation of the base and the fine-tuned model (its notebook 05 runs belong to the "
+        "sweep, which skips finished runs). Not counted: training the text-only caption "
+        "decoder, post-hoc fixes and metrics (on embeddings), checkpoints, and embeddings "
+        "notebooks 01, 02 and 06 compute again.",
+    ]
+    return "\n".join(lines)
+
+
+def cost_block(csv_paths: list[str | os.PathLike[str]] | None = None) -> str:
+    """The README's ``cost`` block: :func:`cost_section` of each table in ``csv_paths``
+    (default: those of :data:`COST_CSVS` that exist), and while none was measured on a GPU,
+    a line saying so and how to measure it."""
+    from tpccma_lib.notebook import repo_root
+
+    if csv_paths is None:
+        csv_paths = [repo_root() / p for p in COST_CSVS if (repo_root() / p).exists()]
+    paths = [Path(p) for p in csv_paths]
+    if not paths:
+        raise FileNotFoundError(
+            f"no cost table at {COST_CSVS[0]}: run `python benchmarks/cost_table.py` first."
+        )
+    sections = [cost_section(p) for p in paths]
+    devices = {
+        str(pd.read_csv(p, usecols=["device"], keep_default_na=False)["device"].iloc[0])
+        for p in paths
+    }
+    if not any(d.startswith("cuda") for d in devices):
+        sections.append(
+            "**No GPU has measured these yet**, so there is no GPU estimate: the times above are "
+            "this CPU's. On a GPU machine, `benchmarks/cost_table.py --device cuda --amp bf16` "
+            f"(to run with `benchmarks/gpu_open_clip.sh`) writes `{COST_CSVS[1]}`, and "
+            "`benchmarks/cost_table.py --update-readme` (or `update_cost_section`) then adds "
+            "its table here."
+        )
+    return "\n\n".join(sections)
+
+
+#: The default CMA weights (TrainConfig's lambda_c, lambda_d), bold in the calibration table.
+DEFAULT_CMA_WEIGHTS = (10.0, 100.0)
+
+
+def _pct(value: float) -> str:
+    return f"{value:+.0f}"
+
+
+def calibration_section(csv_path: str | os.PathLike[str]) -> str:
+    """The README's "Choosing the CMA weights" block from
+    ``benchmarks/calibrate_cma_weights.py``'s CSV: the % change of raw / distribution gap per
+    (lambda_c, lambda_d) and alpha on the validation split, and the sentences read off it."""
+    frame = pd.read_csv(csv_path)
+    base = frame[frame["alpha_target"] == "base"].iloc[0]
+    runs = frame[frame["alpha_target"] != "base"].copy()
+    runs["alpha"] = runs["alpha_target"].astype(float)
+    main_lr = runs["lr"].max()  # the calibration's lr; the drift runs use lower ones
+    grid = runs[runs["lr"] == main_lr]
+    drift = runs[(runs["lr"] < main_lr) & (runs["alpha"] == 0)].sort_values("lr")
+    control = grid[grid["alpha"] == 0].iloc[0]
+    alphas = sorted(grid["alpha"].unique())
+    weights = sorted(
+        {
+            (c, d)
+            for c, d in zip(grid["centroid_weight"], grid["distribution_weight"], strict=True)
+            if not (pd.isna(c) or pd.isna(d))
+        }
+    )
+    lines = [
+        "| λ_c, λ_d | " + " | ".join(f"α {a:g}" for a in alphas) + " |",
+        "|---|" + "---|" * len(alphas),
+    ]
+    cells_of: dict[tuple[float, float], dict[float, Any]] = {}
+    for c, d in weights:
+        rows = grid[(grid["centroid_weight"] == c) & (grid["distribution_weight"] == d)]
+        by_alpha = {float(r.alpha): r for r in rows.itertuples()}
+        cells_of[(c, d)] = by_alpha
+        cells = []
+        for a in alphas:
+            r = by_alpha.get(a, control if a == 0 else None)
+            cells.append(
+                "—"
+                if r is None
+                else f"{_pct(r.raw_gap_change_pct)} / {_pct(r.distribution_gap_change_pct)}"
+            )
+        label = f"{c:g}, {d:g}"
+        if (c, d) == DEFAULT_CMA_WEIGHTS:
+            label = f"**{label}** (default)"
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    default = grid[
+        (grid["centroid_weight"] == DEFAULT_CMA_WEIGHTS[0])
+        & (grid["distribution_weight"] == DEFAULT_CMA_WEIGHTS[1])
+        & (grid["alpha"] > 0)
+    ]
+    at_half = default[default["alpha"] == 0.5]
+    text = [
+        f"Changes of raw gap / distribution gap in % against the base model, on the validation "
+        f"split of captioned shapes (the test split is never read; `benchmarks/results/{Path(csv_path).name}`"
+        f", fine-tunes at lr {main_lr:g}):",
+        "",
+        *lines,
+        "",
+        f"Zero-shot accuracy on the validation split stayed between "
+        f"{default['zero_shot_accuracy'].min():.3f} and {default['zero_shot_accuracy'].max():.3f}"
+        f" for every default-weight run with α > 0 (base {float(base['zero_shot_accuracy']):.3f})."
+        f" α = 0 is contrastive fine-tuning alone: it changes the raw gap by "
+        f"{control['raw_gap_change_pct']:+.0f} % and the distribution gap by "
+        f"{control['distribution_gap_change_pct']:+.0f} %, while both modalities spread out "
+        f"(tr Σ_img {float(base['trace_cov_image']):.3f} → {control['trace_cov_image']:.3f}, "
+        f"tr Σ_txt {float(base['trace_cov_text']):.3f} → {control['trace_cov_text']:.3f}); the "
+        f"scale-free Bures / spread goes {float(base['relative_distribution_gap']):.3f} → "
+        f"{control['relative_distribution_gap']:.3f}"
+        + (
+            f", and to {float(at_half['relative_distribution_gap'].iloc[0]):.3f} at α = 0.5."
+            if len(at_half)
+            else "."
+        ),
+    ]
+    if len(drift):
+        parts = ", ".join(
+            f"{r.lr:g}: {_pct(r.distribution_gap_change_pct)} %" for r in drift.itertuples()
+        )
+        text.append(f"Lower learning rates drift less (distribution gap at α = 0, lr {parts}).")
+    return "\n".join(text[:-1]) + " " + text[-1] if len(drift) else "\n".join(text)
+
+
+def update_calibration_section(
+    readme: str | os.PathLike[str], csv_path: str | os.PathLike[str]
+) -> list[str]:
+    """Rewrite the README's ``calibration`` block with :func:`calibration_section`."""
+    _write_section(Path(readme), "calibration", calibration_section(csv_path))
+    return ["calibration"]
+
+
+def _write_section(readme: Path, name: str, body: str) -> None:
+    """Replace README block ``name`` with ``body`` (atomic: the old file stays on failure)."""
+    text = replace_section(readme.read_text(encoding="utf-8"), name, body)
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, readme)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def update_cost_section(
+    readme: str | os.PathLike[str], csv_paths: list[str | os.PathLike[str]] | None = None
+) -> list[str]:
+    """Rewrite the README's ``<!-- cost:start -->``/``<!-- cost:end -->`` block with
+    :func:`cost_block`; needs no sweep. Returns ``["cost"]``."""
+    readme = Path(readme)
+    text = replace_section(readme.read_text(encoding="utf-8"), "cost", cost_block(csv_paths))
+    tmp = readme.with_name(f".{readme.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, readme)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return ["cost"]

@@ -19,10 +19,13 @@ run: setup
 # every printed output compared after the sanitisers (see README, "Tests"). One torch thread per
 # kernel, as when the stored outputs were made (make refresh-notebooks).
 NBVAL := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
+# = tpccma_lib.app.notebooks.STORED_OUTPUT_ENV (a test keeps them equal): one torch thread and
+# the AVX2 code paths, the arithmetic the stored outputs were made with on any x86 machine.
+NBVAL_ENV := TPCCMA_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
 	$(PY) -m pytest tests -p no:cacheprovider --durations=15
-	TPCCMA_THREADS=1 $(PY) -m pytest --nbval $(NBVAL) notebooks/
+	$(NBVAL_ENV) $(PY) -m pytest --nbval $(NBVAL) notebooks/
 
 lint:
 	$(PY) -m ruff check tpccma_lib tests benchmarks

@@ -189,3 +189,14 @@ def test_sanitizers_leave_printed_numbers_alone(capsys):
     assert _sanitize(printed) == printed
     changed = printed.replace("0.432", "0.436")
     assert _sanitize(changed) != _sanitize(printed)  # a real change still shows
+
+
+def test_nbval_runs_with_the_environment_the_stored_outputs_were_made_with():
+    """make test's nbval kernels and `tpccma refresh-notebooks` share one environment."""
+    from tpccma_lib.app.notebooks import STORED_OUTPUT_ENV
+
+    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text(encoding="utf-8")
+    line = next(x for x in makefile.splitlines() if x.startswith("NBVAL_ENV :="))
+    pairs = dict(item.split("=", 1) for item in line.split(":=", 1)[1].split())
+    assert pairs == STORED_OUTPUT_ENV
+    assert "$(NBVAL_ENV) $(PY) -m pytest --nbval" in makefile

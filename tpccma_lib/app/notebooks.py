@@ -202,14 +202,27 @@ def write_report(
     return index
 
 
+#: The kernels' environment when stored outputs are made and when nbval recomputes them (the
+#: Makefile's NBVAL_ENV, kept equal by a test): one torch thread, and the AVX2 code paths of
+#: torch, oneDNN, MKL and OpenBLAS, so that a machine with AVX-512 runs the same float
+#: arithmetic as one without (the last printed digit otherwise differs between such machines).
+STORED_OUTPUT_ENV = {
+    "TPCCMA_THREADS": "1",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+    "OPENBLAS_CORETYPE": "Haswell",
+}
+
+
 def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:
     """Re-execute notebooks in place so their committed outputs are fresh (on purpose only).
 
-    Kernels get ``TPCCMA_THREADS=1``, as under the test command's nbval run, so the stored
-    outputs are those nbval recomputes.
+    Kernels get :data:`STORED_OUTPUT_ENV`, as under the test command's nbval run, so the
+    stored outputs are those nbval recomputes.
     """
     out = []
-    with kernel_env({"TPCCMA_THREADS": "1"}):
+    with kernel_env(STORED_OUTPUT_ENV):
         for name in names or _available():
             src = notebook_dir() / f"{name}.ipynb"
             print(f"==> refreshing {src}", flush=True, file=sys.stderr)

@@ -14,19 +14,22 @@ from tpccma_lib.embeddings_io import load_embeddings_npz
 N, D, C = 40, 8, 4
 
 
-def clouds(seed: int = 0, offset: float = 2.0) -> dict[str, np.ndarray]:
-    """Two Gaussian clouds (image, text) around shared class centres, shifted apart along e0."""
+def clouds(
+    seed: int = 0, offset: float = 2.0, n: int = N, d: int = D, c: int = C, noise: float = 0.4
+) -> dict[str, np.ndarray]:
+    """Two Gaussian clouds (image, text) around shared class centres, shifted apart along e0:
+    ``n`` images and captions of dimension ``d`` in ``c`` classes."""
     rng = np.random.default_rng(seed)
-    labels = np.arange(N) % C
-    centres = 3.0 * rng.normal(size=(C, D))
-    shift = offset * np.eye(D)[0]
-    image = centres[labels] + 0.4 * rng.normal(size=(N, D)) + shift
-    text = centres[labels] + 0.4 * rng.normal(size=(N, D)) - shift
+    labels = np.arange(n) % c
+    centres = 3.0 * rng.normal(size=(c, d))
+    shift = offset * np.eye(d)[0]
+    image = centres[labels] + noise * rng.normal(size=(n, d)) + shift
+    text = centres[labels] + noise * rng.normal(size=(n, d)) - shift
     return {
         "image": image.astype(np.float32),
         "text": text.astype(np.float32),
         "labels": labels,
-        "class_names": np.asarray([f"class{c}" for c in range(C)]),
+        "class_names": np.asarray([f"class{k}" for k in range(c)]),
         "class_text": (centres - shift).astype(np.float32),
     }
 

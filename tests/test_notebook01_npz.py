@@ -13,6 +13,7 @@ import nbformat
 import numpy as np
 import pytest
 
+from tests.test_analyze import clouds as analyze_clouds
 from tpccma_lib.app.analyze import split_images
 from tpccma_lib.app.notebooks import kernel_env, notebook_parameters, run_notebook
 from tpccma_lib.notebook import fmt
@@ -21,20 +22,12 @@ N, D, C = 60, 16, 3
 NAME = "01_gap_decomposition"
 
 
-def clouds(seed: int = 0, offset: float = 1.5) -> dict[str, np.ndarray]:
-    """Image and text clouds around shared class centres, shifted apart along e0."""
-    rng = np.random.default_rng(seed)
-    labels = np.arange(N) % C
-    centres = 3.0 * rng.normal(size=(C, D))
-    shift = offset * np.eye(D)[0]
-    image = centres[labels] + 0.5 * rng.normal(size=(N, D)) + shift
-    text = centres[labels] + 0.5 * rng.normal(size=(N, D)) - shift
-    return {
-        "image": image.astype(np.float32),
-        "text": text.astype(np.float32),
-        "labels": labels,
-        "class_names": np.asarray([f"class{c}" for c in range(C)]),
-    }
+def clouds(seed: int = 0) -> dict[str, np.ndarray]:
+    """test_analyze's labelled clouds at this test's size (no class_text: the notebook's
+    Sections 1-4 need none)."""
+    arrays = analyze_clouds(seed, offset=1.5, n=N, d=D, c=C, noise=0.5)
+    arrays.pop("class_text")
+    return arrays
 
 
 def unit(x: np.ndarray) -> np.ndarray:

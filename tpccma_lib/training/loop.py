@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
 from tpccma_lib.data.loading import ordered_map
 from tpccma_lib.locks import RunLockedError, run_lock
-from tpccma_lib.models.base import DualEncoder, ModelError
+from tpccma_lib.models.base import AMP_MODES, DualEncoder, ModelError
 from tpccma_lib.models.factory import load_checkpoint, save_checkpoint
 from tpccma_lib.settings import Settings
 from tpccma_lib.training.curriculum import (
@@ -756,7 +756,7 @@ class _Setup:
         if not params:
             raise TrainError("the model has no trainable parameters; check ModelConfig.trainable.")
         curriculum = cfg.curriculum()
-        amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.amp)
+        amp_dtype = AMP_MODES[cfg.amp]
         if amp_dtype is not None and device.type != "cuda":
             warnings.warn(
                 f"amp={cfg.amp!r} is ignored on device {device}: mixed precision runs on CUDA "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -253,10 +252,6 @@ def cost_block(csv_paths: list[str | os.PathLike[str]] | None = None) -> str:
     return "\n\n".join(sections)
 
 
-#: The default CMA weights (TrainConfig's lambda_c, lambda_d), bold in the calibration table.
-DEFAULT_CMA_WEIGHTS = (10.0, 100.0)
-
-
 def _pct(value: float) -> str:
     return f"{value:+.0f}"
 
@@ -265,6 +260,9 @@ def calibration_section(csv_path: str | os.PathLike[str]) -> str:
     """The README's "Choosing the CMA weights" block from
     ``benchmarks/calibrate_cma_weights.py``'s CSV: the % change of raw / distribution gap per
     (lambda_c, lambda_d) and alpha on the validation split, and the sentences read off it."""
+    from tpccma_lib.training.loop import TrainConfig
+
+    default_weights = (TrainConfig.centroid_weight, TrainConfig.distribution_weight)
     frame = pd.read_csv(csv_path)
     base = frame[frame["alpha_target"] == "base"].iloc[0]
     runs = frame[frame["alpha_target"] != "base"].copy()
@@ -285,11 +283,9 @@ def calibration_section(csv_path: str | os.PathLike[str]) -> str:
         "| λ_c, λ_d | " + " | ".join(f"α {a:g}" for a in alphas) + " |",
         "|---|" + "---|" * len(alphas),
     ]
-    cells_of: dict[tuple[float, float], dict[float, Any]] = {}
     for c, d in weights:
         rows = grid[(grid["centroid_weight"] == c) & (grid["distribution_weight"] == d)]
         by_alpha = {float(r.alpha): r for r in rows.itertuples()}
-        cells_of[(c, d)] = by_alpha
         cells = []
         for a in alphas:
             r = by_alpha.get(a, control if a == 0 else None)
@@ -299,18 +295,18 @@ def calibration_section(csv_path: str | os.PathLike[str]) -> str:
                 else f"{_pct(r.raw_gap_change_pct)} / {_pct(r.distribution_gap_change_pct)}"
             )
         label = f"{c:g}, {d:g}"
-        if (c, d) == DEFAULT_CMA_WEIGHTS:
+        if (c, d) == default_weights:
             label = f"**{label}** (default)"
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     default = grid[
-        (grid["centroid_weight"] == DEFAULT_CMA_WEIGHTS[0])
-        & (grid["distribution_weight"] == DEFAULT_CMA_WEIGHTS[1])
+        (grid["centroid_weight"] == default_weights[0])
+        & (grid["distribution_weight"] == default_weights[1])
         & (grid["alpha"] > 0)
     ]
     at_half = default[default["alpha"] == 0.5]
     text = [
         f"Changes of raw gap / distribution gap in % against the base model, on the validation "
-        f"split of captioned shapes (the test split is never read; `benchmarks/results/{Path(csv_path).name}`"
+        f"split of captioned shapes (the test split is never read; `{_display_path(Path(csv_path))}`"
         f", fine-tunes at lr {main_lr:g}):",
         "",
         *lines,

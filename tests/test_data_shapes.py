@@ -251,6 +251,21 @@ def test_captions_mention_subsets_of_attributes(shapes200):
     assert 0.05 < with_background / len(all_captions) < 0.6
 
 
+def test_captions_all_name_every_attribute_on_the_same_images(shapes200):
+    """The information-imbalance ablation: same image bytes and labels, and every caption names
+    the colour of an object and the background (which "subset" captions often omit)."""
+    full = make_captioned_shapes("train", 200, image_size=32, seed=3, captions="all")
+    np.testing.assert_array_equal(full.images, shapes200.images)
+    np.testing.assert_array_equal(full.labels, shapes200.labels)
+    colour_words = [w for c in COLOURS for w in _COLOUR_WORDS.get(c, (c,))]
+    for captions, record in zip(full.captions, full.attributes, strict=True):
+        backgrounds = _BACKGROUND_WORDS[record["background"]]
+        for c in captions:
+            assert any(b in c for b in backgrounds), c
+            named = [*colour_words, "colours"]  # several objects: "of different colours"
+            assert any(_has_phrase(_without_backgrounds(c), w) for w in named), c
+
+
 def test_captions_vary_in_structure(shapes200):
     all_captions = [c for cs in shapes200.captions for c in cs]
     assert len(set(all_captions)) > 0.95 * len(all_captions)
@@ -284,6 +299,7 @@ def test_prompt_templates_read_well_for_every_class():
         ({"split": "train", "n": 2.5}, "positive"),
         ({"split": "train", "n": 3, "image_size": 16}, ">= 32"),
         ({"split": "train", "n": 3, "seed": -1}, "seed"),
+        ({"split": "train", "n": 3, "captions": "some"}, "captions must be one of"),
     ],
 )
 def test_bad_inputs_raise_clear_errors(kwargs, fragment):

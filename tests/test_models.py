@@ -24,13 +24,21 @@ def test_towers_encode_normalised_and_frozen():
     np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(txt, axis=1), 1, atol=1e-5)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    # the default heads are the 2-layer MLPs (Linear, GELU, Linear): only they train
     assert trainable == {
+        f"{side}_head.{layer}.{kind}"
+        for side in ("image", "text")
+        for layer in (0, 2)
+        for kind in ("weight", "bias")
+    }
+    assert float(model.logit_scale()) == pytest.approx(100.0)
+    linear = create_model(ModelConfig(embed_dim=32, head="linear"))
+    assert {n for n, p in linear.named_parameters() if p.requires_grad} == {
         "image_head.weight",
         "image_head.bias",
         "text_head.weight",
         "text_head.bias",
     }
-    assert float(model.logit_scale()) == pytest.approx(100.0)
 
 
 def test_text_tower_matches_independent_mean_pooling():
@@ -55,9 +63,9 @@ def test_text_tower_matches_independent_mean_pooling():
 
 def test_towers_heads_are_seeded():
     a, b = create_model(ModelConfig(init_seed=3)), create_model(ModelConfig(init_seed=3))
-    torch.testing.assert_close(a.image_head.weight, b.image_head.weight)
+    torch.testing.assert_close(a.image_head[0].weight, b.image_head[0].weight)
     c = create_model(ModelConfig(init_seed=4))
-    assert not torch.equal(a.image_head.weight, c.image_head.weight)
+    assert not torch.equal(a.image_head[0].weight, c.image_head[0].weight)
 
 
 @pytest.mark.parametrize(
@@ -146,10 +154,10 @@ def test_pretrained_tag_offline_says_how_to_get_weights(monkeypatch):
 def test_checkpoint_roundtrip_and_errors(tmp_path):
     model = create_model(ModelConfig(embed_dim=16, init_seed=1))
     with torch.no_grad():
-        model.image_head.weight.add_(1.0)
+        model.image_head[0].weight.add_(1.0)
     path = save_checkpoint(tmp_path / "m.pt", model, note="x")
     loaded, payload = load_model(path, expect=ModelConfig(embed_dim=16, init_seed=1))
-    torch.testing.assert_close(loaded.image_head.weight, model.image_head.weight)
+    torch.testing.assert_close(loaded.image_head[0].weight, model.image_head[0].weight)
     assert payload["note"] == "x"
     with pytest.raises(ModelError, match="another model"):
         load_model(path, expect=ModelConfig(embed_dim=32))

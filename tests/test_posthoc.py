@@ -236,8 +236,23 @@ def test_registry_lists_every_method():
         "standardize",
         "whiten",
         "coral",
+        "coral_mean",
         "procrustes",
     }
     for name, cls in POSTHOC_METHODS.items():
         assert make_posthoc(name).name == name and isinstance(make_posthoc(name), cls)
         assert cls.needs_pairs == (name == "procrustes")
+
+
+def test_coral_mean_is_coral_with_match_mean(rng):
+    """The registry's ``coral_mean`` gives the text cloud the image mean and covariance (both
+    gap parts closed on the fitted data) and equals ``CORAL(match_mean=True)``."""
+    emb = make_split(rng, n_img=80)
+    img64 = emb.image.astype(np.float64)
+    method = make_posthoc("coral_mean", eps=0.0)
+    assert method.match_mean and "coral_mean" in POSTHOC_METHODS
+    _, text = method.fit(emb).map_arrays(emb.image, emb.text)
+    np.testing.assert_allclose(text.mean(0), img64.mean(0), atol=1e-12)
+    np.testing.assert_allclose(ml_cov(text), ml_cov(img64), atol=1e-9)
+    _, reference = CORAL(eps=0.0, match_mean=True).fit(emb).map_arrays(emb.image, emb.text)
+    np.testing.assert_array_equal(text, reference)

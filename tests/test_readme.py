@@ -79,3 +79,21 @@ def test_readme_command_is_the_only_writer_of_readme():
 
     assert "update_readme" not in inspect.getsource(cli._cmd_report)
     assert "update_readme" in inspect.getsource(cli._cmd_readme)
+
+
+def test_control_sentences_compare_with_the_alpha_zero_fine_tune():
+    from tpccma_lib.app.readme import control_sentences
+
+    rows = pd.DataFrame(
+        {
+            "alpha_target": [0.0, 0.0, 0.5, 0.5],
+            "seed": [0, 1, 0, 1],
+            "raw_gap": [0.4, 0.6, 0.2, 0.3],  # mean 0.5 -> 0.25: -50 %
+            "zero_shot_accuracy": [0.80, 0.80, 0.79, 0.78],  # -1.5 points
+            "cider": [1.0, 1.0, 1.2, 1.3],  # +25 %
+        }
+    )
+    text = control_sentences(rows, alphas=(0.5, 0.05))
+    assert "α = 0.5: raw gap -50 %, zero-shot accuracy -1.5 points, CIDEr +25 %" in text
+    assert "0.05" not in text  # not in the rows: left out
+    assert control_sentences(rows[rows["alpha_target"] > 0]) == ""

@@ -41,4 +41,6 @@ def test_two_gloo_ranks_match_single_process(tmp_path, term):
     )
     ddp_state = torch.load(tmp_path / "ddp" / "final.pt", weights_only=False)["state_dict"]
     for name, value in single.model.trainable_state_dict().items():
-        torch.testing.assert_close(ddp_state[name], value, atol=1e-5, rtol=1e-4, msg=name)
+        # float32 all-reduce sums in another order; through the MLP heads' two layers that
+        # reaches ~2e-5 after 8 steps at lr 1e-2 (a wrong gradient moves weights by ~1e-2)
+        torch.testing.assert_close(ddp_state[name], value, atol=5e-5, rtol=1e-4, msg=name)

@@ -37,8 +37,10 @@ __all__ = [
 
 #: Contrastive pretraining of the embedded mini-CLIP's heads (alpha = 0): CLIP's recipe on
 #: cached tower features (AdamW, lr 1e-3, weight decay 0.1, batch 256, fixed logit scale 100).
+#: 150 steps: the budget of lowest held-out contrastive loss on the validation split
+#: (``benchmarks/pretrain_budget.py``, :mod:`tpccma_lib.training.budget`; the gap is not looked at).
 PRETRAIN_CONFIG = TrainConfig(
-    steps=300,
+    steps=150,
     batch_size=256,
     lr=1e-3,
     weight_decay=0.1,
@@ -185,7 +187,11 @@ class Experiment:
                 from tpccma_lib.data import make_captioned_shapes
 
                 ds = make_captioned_shapes(
-                    name, n, image_size=self.data.image_size, seed=self.data.seed
+                    name,
+                    n,
+                    image_size=self.data.image_size,
+                    seed=self.data.seed,
+                    captions=self.data.captions,
                 )
             else:
                 from tpccma_lib.data import dataset_dir, load_coco_karpathy

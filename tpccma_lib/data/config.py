@@ -47,6 +47,7 @@ class DataConfig:
     n_test: int = 1000  # held-out images every reported number uses
     image_size: int = 64  # shapes: rendered size in px (= the image tower's input size)
     seed: int = 0  # shapes: the world's seed (same seed, same bytes)
+    captions: str = "subset"  # shapes: captions name a random subset of attributes, or "all"
     zero_shot: str = "same"  # zero-shot data: "same" (the shape classes) or "cifar10"
     root: str | None = None  # holds coco/ and cifar10/ (default: $TPCCMA_DATA or ./data)
     device: str = "auto"  # where evaluation embeds: "auto" (CUDA if present), "cpu", "cuda"
@@ -59,6 +60,12 @@ class DataConfig:
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self, name) < (0 if self.dataset == "coco" else 1):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}.")
+        if self.captions not in ("subset", "all"):
+            raise ValueError(f"captions must be 'subset' or 'all', got {self.captions!r}.")
+        if self.captions != "subset" and self.dataset != "shapes":
+            raise ValueError(
+                "captions='all' is an ablation of the shapes data; use dataset='shapes'."
+            )
         if self.zero_shot not in ("same", "cifar10"):
             raise ValueError(f"zero_shot must be 'same' or 'cifar10', got {self.zero_shot!r}.")
         if (self.dataset, self.zero_shot) not in TASK_DATASETS:

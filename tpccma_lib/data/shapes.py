@@ -125,6 +125,8 @@ _NOISE_STD = 3.0  # pixel noise, in uint8 grey levels
 _TINT = 12  # +/- jitter of the background colour, per channel
 _ROTATION_DEG = 8.0  # +/- rotation jitter of every object
 _MIN_WORDS, _MAX_WORDS = 8, 15
+#: What a caption names: "subset" (the default, COCO-like) or "all" (an ablation).
+CAPTION_MODES = ("subset", "all")
 _N_CAPTIONS = 5
 
 # ---------------------------------------------------------------------------- geometry
@@ -507,6 +509,17 @@ _STRUCTURES: tuple[Callable[[_Parts, np.random.Generator], list[str]], ...] = (
 )  # fmt: skip
 
 
+def _names_background(structure: Callable[[_Parts, np.random.Generator], list[str]]) -> bool:
+    """Whether ``structure`` puts the background phrase into its sentence (one omits it)."""
+    marker = "\x00background"
+    parts = _Parts(noun_phrase="a star", plural=False, position="here", background=marker)
+    return any(marker in f for f in structure(parts, np.random.default_rng(0)))
+
+
+#: The structures that say every part they are given (the ``mention_all`` ablation uses these).
+_STRUCTURES_NAMING_ALL = tuple(s for s in _STRUCTURES if _names_background(s))
+
+
 def _sentence(fragments: Sequence[str]) -> str:
     text = " ".join(f for f in fragments if f).strip().rstrip(",")
     return text[:1].upper() + text[1:] + "."
@@ -527,14 +540,20 @@ def _fallback_caption(scene: Scene, variant: int) -> str:
 
 
 def describe_scene(
-    scene: Scene, rng: np.random.Generator, n_captions: int = _N_CAPTIONS
+    scene: Scene,
+    rng: np.random.Generator,
+    n_captions: int = _N_CAPTIONS,
+    *,
+    mention_all: bool = False,
 ) -> list[str]:
     """``n_captions`` distinct COCO-like captions of 8-15 words for ``scene``.
 
     Every caption names the shape (or a synonym from :data:`SHAPE_SYNONYMS`); each other
     attribute (colour, size, position, count, background) is mentioned at random, so a
-    caption describes only part of the image.
+    caption describes only part of the image. ``mention_all=True`` (the information-imbalance
+    ablation) names every attribute in every caption, in up to 30 words.
     """
+    max_words = 30 if mention_all else _MAX_WORDS
     captions: list[str] = []
     attempts = 0
     while len(captions) < n_captions:
@@ -547,7 +566,7 @@ def describe_scene(
             )
             captions.append(caption)
             continue
-        mention = {a for a, p in _MENTION_PROBABILITY.items() if rng.random() < p}
+        mention = {a for a, p in _MENTION_PROBABILITY.items() if rng.random() < p or mention_all}
         noun_phrase, plural = _noun_phrase(scene, mention, rng)
         parts = _Parts(
             noun_phrase=noun_phrase,
@@ -557,9 +576,10 @@ def describe_scene(
             if "background" in mention
             else "",
         )
-        structure = _STRUCTURES[int(rng.integers(len(_STRUCTURES)))]
+        structures = _STRUCTURES_NAMING_ALL if mention_all else _STRUCTURES
+        structure = structures[int(rng.integers(len(structures)))]
         caption = _sentence(structure(parts, rng))
-        if _MIN_WORDS <= len(caption.split()) <= _MAX_WORDS and caption not in captions:
+        if _MIN_WORDS <= len(caption.split()) <= max_words and caption not in captions:
             captions.append(caption)
     return captions
 
@@ -576,7 +596,7 @@ def _check_image_size(image_size: int) -> None:
 
 
 def make_captioned_shapes(
-    split: str, n: int, image_size: int = 64, seed: int = 0
+    split: str, n: int, image_size: int = 64, seed: int = 0, captions: str = "subset"
 ) -> CaptionedImageSet:
     """Render ``n`` captioned shape images of ``split`` ("train", "val" or "test").
 
@@ -585,6 +605,9 @@ def make_captioned_shapes(
         n: number of images (> 0). The first ``n`` images are the same for any larger ``n``.
         image_size: side of the square images in pixels (>= 32).
         seed: master seed; image ``i`` uses ``np.random.default_rng([seed, split_id, i])``.
+        captions: "subset" (each caption names the shape and a random subset of the other
+            attributes, as COCO captions do) or "all" (every caption names every attribute;
+            the images are the same bytes as with "subset").
 
     Returns:
         A :class:`CaptionedImageSet` with images (n, image_size, image_size, 3) uint8, five
@@ -596,24 +619,31 @@ def make_captioned_shapes(
     if isinstance(n, bool) or not isinstance(n, int | np.integer) or n <= 0:
         raise DataSetError(f"n must be a positive integer number of images, got {n!r}.")
     _check_image_size(image_size)
+    if captions not in CAPTION_MODES:
+        raise DataSetError(f"captions must be one of {CAPTION_MODES}, got {captions!r}.")
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise DataSetError(f"seed must be a non-negative integer, got {seed!r}.")
 
     images = np.empty((n, image_size, image_size, 3), dtype=np.uint8)
-    captions: list[list[str]] = []
+    caption_lists: list[list[str]] = []
     records: list[dict] = []
     labels = np.arange(n, dtype=np.int64) % len(SHAPE_CLASSES)
     for i in range(n):
         rng = np.random.default_rng([int(seed), SPLIT_IDS[split], i])
         scene = sample_scene(rng, SHAPE_CLASSES[labels[i]])
-        captions.append(describe_scene(scene, rng))
+        texts = describe_scene(scene, rng)  # advances rng identically in both modes
+        if captions == "all":
+            texts = describe_scene(
+                scene, np.random.default_rng([int(seed), SPLIT_IDS[split], i, 1]), mention_all=True
+            )
+        caption_lists.append(texts)
         images[i] = render_scene(scene, image_size, noise_rng=rng)
         records.append(scene.record())
     return CaptionedImageSet(
         name="captioned-shapes",
         split=split,
         images=images,
-        captions=captions,
+        captions=caption_lists,
         labels=labels,
         class_names=SHAPE_CLASSES,
         prompt_templates=SHAPE_PROMPT_TEMPLATES,

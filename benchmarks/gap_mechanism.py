@@ -69,15 +69,19 @@ FIELDS = (
 )
 
 
-def measure(variant: str, seed: int, runs: Path) -> dict[str, object]:
+#: ``--smoke``: a few images and steps, to test the script end to end in seconds.
+SMOKE_SIZES = {"n_train": 48, "n_val": 24, "n_test": 24}
+
+
+def measure(variant: str, seed: int, runs: Path, smoke: bool = False) -> dict[str, object]:
     """Build (pretrain, or not) one variant's base model and measure it on the test split."""
     data_overrides, model_overrides, pretrain = VARIANTS[variant]
     started = time.perf_counter()
     exp = Experiment(
-        DataConfig(**data_overrides),
+        DataConfig(**data_overrides, **(SMOKE_SIZES if smoke else {})),
         ModelConfig(init_seed=seed, **model_overrides),
         runs_dir=runs,
-        pretrain=replace(PRETRAIN_CONFIG),
+        pretrain=replace(PRETRAIN_CONFIG, steps=5, batch_size=16) if smoke else PRETRAIN_CONFIG,
         progress=False,
     )
     model = exp.base_model() if pretrain else exp.new_model()
@@ -104,9 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument("--readme-only", action="store_true", help="only rewrite the README block")
+    parser.add_argument("--smoke", action="store_true", help="tiny data, 5 steps (needs --out)")
     args = parser.parse_args(argv)
+    if args.smoke and (args.out == OUT or args.update_readme or args.readme_only):
+        parser.error("--smoke is a test run: give --out and no README option.")
     if not args.readme_only:
-        rows = [measure(v, s, args.runs) for v in VARIANTS for s in SEEDS]
+        seeds = SEEDS[:1] if args.smoke else SEEDS
+        rows = [measure(v, s, args.runs, args.smoke) for v in VARIANTS for s in seeds]
         args.out.parent.mkdir(parents=True, exist_ok=True)
         with args.out.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=FIELDS)

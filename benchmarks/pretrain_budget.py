@@ -50,14 +50,24 @@ FIELDS = (
 )
 
 
-def measure(head: str, seed: int, steps: int, runs: Path) -> dict[str, object]:
+#: ``--smoke``: a few images and steps, to test the script end to end in seconds.
+SMOKE_DATA = DataConfig(n_train=48, n_val=24, n_test=24)
+
+
+def measure(
+    head: str, seed: int, steps: int, runs: Path, data: DataConfig | None = None
+) -> dict[str, object]:
     """Pretrain (or load the cached) base model and measure it on the validation split."""
     started = time.perf_counter()
     exp = Experiment(
-        DataConfig(),
+        data or DataConfig(),
         ModelConfig(head=head, init_seed=seed),
         runs_dir=runs,
-        pretrain=replace(PRETRAIN_CONFIG, steps=steps),
+        pretrain=replace(
+            PRETRAIN_CONFIG,
+            steps=steps,
+            batch_size=min(PRETRAIN_CONFIG.batch_size, (data or DataConfig()).n_train),
+        ),
         progress=False,
     )
     model = exp.base_model()
@@ -75,14 +85,20 @@ def measure(head: str, seed: int, steps: int, runs: Path) -> dict[str, object]:
     }
 
 
-def run_grid(runs: Path, heads=HEADS, seeds=SEEDS, grid=GRID) -> list[dict[str, object]]:
+def run_grid(
+    runs: Path,
+    heads: tuple[str, ...] = HEADS,
+    seeds: tuple[int, ...] = SEEDS,
+    grid: tuple[int, ...] = GRID,
+    data: DataConfig | None = None,
+) -> list[dict[str, object]]:
     """Every (head, seed, budget) of the grid, plus 2x and 4x the chosen budget if missing."""
-    rows = [measure(h, s, n, runs) for h in heads for s in seeds for n in grid]
+    rows = [measure(h, s, n, runs, data) for h in heads for s in seeds for n in grid]
     for head in heads:
         chosen = choose_budget(r for r in rows if r["head"] == head)
         for n in (2 * chosen, 4 * chosen):
             if n not in grid:
-                rows += [measure(head, s, n, runs) for s in seeds]
+                rows += [measure(head, s, n, runs, data) for s in seeds]
     for row in rows:
         print(", ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
     return rows
@@ -102,8 +118,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--update-readme", action="store_true")
     parser.add_argument("--readme-only", action="store_true", help="only rewrite the README block")
+    parser.add_argument("--smoke", action="store_true", help="tiny data and grid (needs --out)")
     args = parser.parse_args(argv)
-    if not args.readme_only:
+    if args.smoke and (args.out == OUT or args.update_readme or args.readme_only):
+        parser.error("--smoke is a test run: give --out and no README option.")
+    if args.smoke:
+        write_rows(run_grid(args.runs, ("mlp",), (0,), (5, 10), SMOKE_DATA), args.out)
+    elif not args.readme_only:
         write_rows(run_grid(args.runs), args.out)
         print(f"wrote {args.out}")
     if args.update_readme or args.readme_only:

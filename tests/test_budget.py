@@ -76,3 +76,42 @@ def test_readme_block_is_generated_from_the_committed_csv(name, render, csv):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
     assert block.strip() == render(RESULTS / csv).strip()
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_pretrain_budget_script_runs_end_to_end(tmp_path):
+    """The script behind the README's budget block, at smoke size: it pretrains, measures,
+    chooses, adds the 2x/4x budgets and writes a CSV the README renderer reads."""
+    out = tmp_path / "budget.csv"
+    assert (
+        _script("pretrain_budget").main(["--smoke", "--out", str(out), "--runs", str(tmp_path)])
+        == 0
+    )
+    frame = pd.read_csv(out)
+    chosen = choose_budget(frame.to_dict("records"))
+    assert {chosen, 2 * chosen, 4 * chosen} <= set(frame["steps"])
+    assert (frame["val_loss"] > 0).all() and (frame["centroid_gap"] > 0).all()
+    assert "| mlp | 4× |" in budget_section(out)
+    with pytest.raises(SystemExit):  # a smoke run never writes the README's CSV
+        _script("pretrain_budget").main(["--smoke"])
+
+
+def test_gap_mechanism_script_runs_end_to_end(tmp_path):
+    module = _script("gap_mechanism")
+    out = tmp_path / "mechanism.csv"
+    assert module.main(["--smoke", "--out", str(out), "--runs", str(tmp_path)]) == 0
+    frame = pd.read_csv(out)
+    assert list(frame["variant"]) == list(module.VARIANTS)
+    learnable = frame[frame["variant"] == "learnable temperature"]["logit_scale"].iloc[0]
+    assert learnable != pytest.approx(100.0)  # the temperature really was learned
+    untrained = frame[frame["variant"] == "initialisation only"].iloc[0]
+    assert untrained["logit_scale"] == pytest.approx(100.0)
+    assert "| initialisation only |" in mechanism_section(out)

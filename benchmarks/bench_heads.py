@@ -40,7 +40,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tpccma_lib.app.readme import update_heads_section  # noqa: E402
+from tpccma_lib.app.readme import update_csv_section  # noqa: E402
 from tpccma_lib.models.towers import (  # noqa: E402
     IMAGE_FEATURE_DIM,
     TEXT_FEATURE_DIM,
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         writer.writeheader()
         writer.writerows(rows)
     if args.update_readme:
-        update_heads_section(ROOT / "README.md", args.out)
+        update_csv_section(ROOT / "README.md", "heads", args.out)
     return 0
 
 

@@ -23,8 +23,6 @@ the test images; :mod:`tpccma_lib.gap.uncertainty`). Variants (:data:`VARIANTS`)
 
 from __future__ import annotations
 
-import argparse
-import csv
 import sys
 import time
 from dataclasses import replace
@@ -33,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tpccma_lib.app.readme import update_mechanism_section  # noqa: E402
+from benchmarks.readme_csv import run_cli  # noqa: E402
 from tpccma_lib.data.config import DataConfig  # noqa: E402
 from tpccma_lib.experiment import PRETRAIN_CONFIG, Experiment  # noqa: E402
 from tpccma_lib.gap.checks import gap_components  # noqa: E402
@@ -102,31 +100,22 @@ def measure(variant: str, seed: int, runs: Path, smoke: bool = False) -> dict[st
     }
 
 
+def measure_all(runs: Path, smoke: bool) -> list[dict[str, object]]:
+    """Every variant with every seed (``smoke``: the first seed, tiny data, 5 steps)."""
+    seeds = SEEDS[:1] if smoke else SEEDS
+    return [measure(v, s, runs, smoke) for v in VARIANTS for s in seeds]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--update-readme", action="store_true")
-    parser.add_argument("--readme-only", action="store_true", help="only rewrite the README block")
-    parser.add_argument("--smoke", action="store_true", help="tiny data, 5 steps (needs --out)")
-    args = parser.parse_args(argv)
-    if args.smoke and (args.out == OUT or args.update_readme or args.readme_only):
-        parser.error("--smoke is a test run: give --out and no README option.")
-    if not args.readme_only:
-        seeds = SEEDS[:1] if args.smoke else SEEDS
-        rows = [measure(v, s, args.runs, args.smoke) for v in VARIANTS for s in seeds]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        with args.out.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        for row in rows:
-            print(", ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
-        print(f"wrote {args.out}")
-    if args.update_readme or args.readme_only:
-        update_mechanism_section(ROOT / "README.md", args.out)
-        print("README mechanism block updated")
-    return 0
+    return run_cli(
+        argv,
+        __doc__.split("\n")[0],
+        block="mechanism",
+        out=OUT,
+        runs=ROOT / "runs",
+        fields=FIELDS,
+        measure=measure_all,
+    )
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ property of the recipe or of when training stopped. Only the validation split is
 
 from __future__ import annotations
 
-import argparse
-import csv
 import sys
 import time
 from dataclasses import replace
@@ -27,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tpccma_lib.app.readme import update_budget_section  # noqa: E402
+from benchmarks.readme_csv import run_cli  # noqa: E402
 from tpccma_lib.data.config import DataConfig  # noqa: E402
 from tpccma_lib.experiment import PRETRAIN_CONFIG, Experiment  # noqa: E402
 from tpccma_lib.gap.checks import gap_components  # noqa: E402
@@ -99,38 +97,26 @@ def run_grid(
         for n in (2 * chosen, 4 * chosen):
             if n not in grid:
                 rows += [measure(head, s, n, runs, data) for s in seeds]
-    for row in rows:
-        print(", ".join(f"{k}={row[k]}" for k in FIELDS), flush=True)
     return rows
 
 
-def write_rows(rows: list[dict[str, object]], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
+def measure_grid(runs: Path, smoke: bool) -> list[dict[str, object]]:
+    """The full grid, or (``smoke``) the MLP head, seed 0, budgets 5 and 10 on tiny data."""
+    if smoke:
+        return run_grid(runs, ("mlp",), (0,), (5, 10), SMOKE_DATA)
+    return run_grid(runs)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=OUT)
-    parser.add_argument("--runs", type=Path, default=ROOT / "runs")
-    parser.add_argument("--update-readme", action="store_true")
-    parser.add_argument("--readme-only", action="store_true", help="only rewrite the README block")
-    parser.add_argument("--smoke", action="store_true", help="tiny data and grid (needs --out)")
-    args = parser.parse_args(argv)
-    if args.smoke and (args.out == OUT or args.update_readme or args.readme_only):
-        parser.error("--smoke is a test run: give --out and no README option.")
-    if args.smoke:
-        write_rows(run_grid(args.runs, ("mlp",), (0,), (5, 10), SMOKE_DATA), args.out)
-    elif not args.readme_only:
-        write_rows(run_grid(args.runs), args.out)
-        print(f"wrote {args.out}")
-    if args.update_readme or args.readme_only:
-        update_budget_section(ROOT / "README.md", args.out)
-        print("README budget block updated")
-    return 0
+    return run_cli(
+        argv,
+        __doc__.split("\n")[0],
+        block="budget",
+        out=OUT,
+        runs=ROOT / "runs",
+        fields=FIELDS,
+        measure=measure_grid,
+    )
 
 
 if __name__ == "__main__":

@@ -115,3 +115,16 @@ def test_gap_mechanism_script_runs_end_to_end(tmp_path):
     untrained = frame[frame["variant"] == "initialisation only"].iloc[0]
     assert untrained["logit_scale"] == pytest.approx(100.0)
     assert "| initialisation only |" in mechanism_section(out)
+
+
+def test_bench_heads_script_runs_end_to_end(tmp_path):
+    """The trainable-part cost table's script at tiny size: every option takes its steps."""
+    out = tmp_path / "heads.csv"
+    args = ["--batch", "8", "--tokens", "4", "--repeats", "1", "--out", str(out)]
+    assert _script("bench_heads").main(args) == 0
+    frame = pd.read_csv(out)
+    assert list(frame["option"]) == ["linear", "mlp", "top blocks"]
+    assert (frame["ms_per_step"] > 0).all()
+    # the top blocks hold more trainable weights and need token states cached per caption
+    assert frame["trainable_parameters"].is_monotonic_increasing
+    assert frame["cached_floats_per_caption"].tolist() == [384, 384, 4 * 384]

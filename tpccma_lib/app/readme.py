@@ -498,22 +498,6 @@ def mechanism_section(csv_path: str | os.PathLike[str]) -> str:
     )
 
 
-def update_mechanism_section(
-    readme: str | os.PathLike[str], csv_path: str | os.PathLike[str]
-) -> list[str]:
-    """Rewrite the README's ``mechanism`` block with :func:`mechanism_section`."""
-    _write_section(Path(readme), "mechanism", mechanism_section(csv_path))
-    return ["mechanism"]
-
-
-def update_budget_section(
-    readme: str | os.PathLike[str], csv_path: str | os.PathLike[str]
-) -> list[str]:
-    """Rewrite the README's ``budget`` block with :func:`budget_section`."""
-    _write_section(Path(readme), "budget", budget_section(csv_path))
-    return ["budget"]
-
-
 def heads_section(csv_path: str | os.PathLike[str]) -> str:
     """The README's trainable-part block from ``benchmarks/bench_heads.py``'s CSV."""
     frame = pd.read_csv(csv_path)
@@ -537,9 +521,21 @@ def heads_section(csv_path: str | os.PathLike[str]) -> str:
     )
 
 
-def update_heads_section(
-    readme: str | os.PathLike[str], csv_path: str | os.PathLike[str]
+#: README blocks written from one benchmark CSV each: block name -> renderer.
+CSV_SECTIONS = {
+    "budget": budget_section,
+    "mechanism": mechanism_section,
+    "heads": heads_section,
+}
+
+
+def update_csv_section(
+    readme: str | os.PathLike[str], name: str, csv_path: str | os.PathLike[str]
 ) -> list[str]:
-    """Rewrite the README's ``heads`` block with :func:`heads_section`."""
-    _write_section(Path(readme), "heads", heads_section(csv_path))
-    return ["heads"]
+    """Rewrite README block ``name`` (a key of :data:`CSV_SECTIONS`) from ``csv_path``."""
+    if name not in CSV_SECTIONS:
+        raise ValueError(
+            f"no README block {name!r} is written from a CSV; known: {sorted(CSV_SECTIONS)}."
+        )
+    _write_section(Path(readme), name, CSV_SECTIONS[name](csv_path))
+    return [name]

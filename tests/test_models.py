@@ -168,3 +168,18 @@ def test_checkpoint_roundtrip_and_errors(tmp_path):
     with pytest.raises(ModelError, match="unreadable"):
         load_model(bad)
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_checkpoint_written_before_the_init_seed_rename_still_loads(tmp_path):
+    """Checkpoints from before ModelConfig.seed became init_seed carry ``seed``: read as
+    ``init_seed``; a dict with both names is an error, not a silent choice."""
+    model = create_model(ModelConfig(embed_dim=16, init_seed=3))
+    path = save_checkpoint(tmp_path / "old.pt", model)
+    payload = torch.load(path, weights_only=False)
+    payload["model_config"]["seed"] = payload["model_config"].pop("init_seed")
+    torch.save(payload, path)
+    loaded, _ = load_model(path)
+    assert loaded.cfg.init_seed == 3
+    torch.testing.assert_close(loaded.image_head[0].weight, model.image_head[0].weight)
+    with pytest.raises(ModelError, match="both 'seed' and its new name 'init_seed'"):
+        ModelConfig.from_dict({"seed": 1, "init_seed": 2})

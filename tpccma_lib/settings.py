@@ -7,7 +7,8 @@
 MyConfig(steps=3)
 
 An unknown key is an error of the class's own kind (``settings_error``): it signals a typo or
-a checkpoint written by another version.
+a checkpoint written by another version. A key a later version renamed is read under its new
+name (``renamed_keys``), so checkpoints written before the rename still load.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Settings:
     """Mixin for settings dataclasses: :meth:`to_dict` and its inverse :meth:`from_dict`."""
 
     settings_error: ClassVar[type[Exception]] = ValueError
+    #: old key -> current field name, for dicts written before a field was renamed
+    renamed_keys: ClassVar[Mapping[str, str]] = {}
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of the settings (JSON-friendly when the fields are)."""
@@ -37,7 +40,16 @@ class Settings:
 
     @classmethod
     def from_dict(cls: type[T], d: Mapping[str, Any]) -> T:
-        """Inverse of :meth:`to_dict`; unknown keys raise ``settings_error``."""
+        """Inverse of :meth:`to_dict`; unknown keys raise ``settings_error``; keys listed in
+        ``renamed_keys`` are read under their current name."""
+        d = dict(d)
+        for old, new in cls.renamed_keys.items():
+            if old in d:
+                if new in d:
+                    raise cls.settings_error(
+                        f"{cls.__name__} has both {old!r} and its new name {new!r}; keep {new!r}."
+                    )
+                d[new] = d.pop(old)
         known = cls.field_names()
         unknown = set(d) - known
         if unknown:

@@ -18,6 +18,8 @@ class ModelConfig(Settings):
     """Settings of a dual encoder. Saved (``to_dict``) in every checkpoint and result."""
 
     settings_error: ClassVar[type[Exception]] = ModelError
+    #: checkpoints written before the heads' seed got its own name (commit 79a9758)
+    renamed_keys: ClassVar[dict[str, str]] = {"seed": "init_seed"}
 
     backend: str = "towers"  # "towers" (embedded default, CPU) or "open_clip" (real CLIP)
     name: str = (

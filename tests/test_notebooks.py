@@ -16,6 +16,7 @@ state. The sanitisers are checked to remove volatile text and to leave printed n
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -200,3 +201,25 @@ def test_nbval_runs_with_the_environment_the_stored_outputs_were_made_with():
     pairs = dict(item.split("=", 1) for item in line.split(":=", 1)[1].split())
     assert pairs == STORED_OUTPUT_ENV
     assert "$(NBVAL_ENV) $(PY) -m pytest --nbval" in makefile
+
+
+def test_run_all_starts_kernels_with_the_pinned_arithmetic(monkeypatch, tmp_path):
+    """`tpccma report` caches features, base models and runs that nbval later reuses, so its
+    kernels get the same code paths as the stored outputs (a variable the user set wins)."""
+    from tpccma_lib.app import notebooks
+
+    seen = []
+    monkeypatch.setattr(
+        notebooks,
+        "run_notebook",
+        lambda name, out, params=None: (
+            seen.append({k: os.environ.get(k) for k in notebooks.ARITHMETIC_ENV}) or out
+        ),
+    )
+    for key in notebooks.ARITHMETIC_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
+    notebooks.run_all(["02_cma_loss"], out_dir=tmp_path)
+    assert seen == [{**notebooks.ARITHMETIC_ENV, "OPENBLAS_CORETYPE": "Zen"}]
+    assert "ATEN_CPU_CAPABILITY" not in os.environ  # restored afterwards
+    assert notebooks.STORED_OUTPUT_ENV == {"TPCCMA_THREADS": "1", **notebooks.ARITHMETIC_ENV}

@@ -22,6 +22,7 @@ __all__ = [
     "NOTEBOOKS",
     "notebook_dir",
     "kernel_env",
+    "arithmetic_env",
     "notebook_parameters",
     "check_parameter_names",
     "run_notebook",
@@ -140,18 +141,25 @@ def run_all(
         raise ValueError(f"unknown notebook(s) {missing}; choose from {list(NOTEBOOKS)}.")
     check_parameter_names(parameters or {}, names)
     done = []
-    for name in names:
-        t0 = time.perf_counter()
-        print(f"==> running {name} ...", flush=True)
-        try:
-            done.append(run_notebook(name, Path(out_dir) / f"{name}.ipynb", parameters))
-        except Exception as exc:
-            raise RuntimeError(
-                f"notebook {name} failed: {exc}. The executed copy with the error is "
-                f"in {Path(out_dir) / (name + '.ipynb')}."
-            ) from exc
-        print(f"    {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    with kernel_env(arithmetic_env()):
+        for name in names:
+            done.append(_run_one(name, out_dir, parameters))
     return done
+
+
+def _run_one(name: str, out_dir: str | os.PathLike[str], parameters: dict[str, Any] | None) -> Path:
+    """Execute one notebook of :func:`run_all` into ``out_dir``, timed; a failure names it."""
+    t0 = time.perf_counter()
+    print(f"==> running {name} ...", flush=True)
+    try:
+        path = run_notebook(name, Path(out_dir) / f"{name}.ipynb", parameters)
+    except Exception as exc:
+        raise RuntimeError(
+            f"notebook {name} failed: {exc}. The executed copy with the error is "
+            f"in {Path(out_dir) / (name + '.ipynb')}."
+        ) from exc
+    print(f"    {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+    return path
 
 
 def _plotly_to_html(nb: Any) -> None:
@@ -206,13 +214,22 @@ def write_report(
 #: Makefile's NBVAL_ENV, kept equal by a test): one torch thread, and the AVX2 code paths of
 #: torch, oneDNN, MKL and OpenBLAS, so that a machine with AVX-512 runs the same float
 #: arithmetic as one without (the last printed digit otherwise differs between such machines).
-STORED_OUTPUT_ENV = {
-    "TPCCMA_THREADS": "1",
+#: The code paths part of it, which every kernel this package starts gets (``tpccma report``,
+#: ``tpccma sweep``): what those kernels cache (tower features, base models, fine-tunes, sweep
+#: runs) is reused by later runs and by nbval, so it must be computed with the same arithmetic
+#: on every machine. A variable the user has set is left as it is.
+ARITHMETIC_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
 }
+STORED_OUTPUT_ENV = {"TPCCMA_THREADS": "1", **ARITHMETIC_ENV}
+
+
+def arithmetic_env() -> dict[str, str]:
+    """:data:`ARITHMETIC_ENV` without the variables already set in this process."""
+    return {k: v for k, v in ARITHMETIC_ENV.items() if k not in os.environ}
 
 
 def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:

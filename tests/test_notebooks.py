@@ -216,10 +216,10 @@ def test_run_all_starts_kernels_with_the_pinned_arithmetic(monkeypatch, tmp_path
             seen.append({k: os.environ.get(k) for k in notebooks.ARITHMETIC_ENV}) or out
         ),
     )
-    for key in notebooks.ARITHMETIC_ENV:
+    for key in notebooks.STORED_OUTPUT_ENV:
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")
     notebooks.run_all(["02_cma_loss"], out_dir=tmp_path)
-    assert seen == [{**notebooks.ARITHMETIC_ENV, "OPENBLAS_CORETYPE": "Zen"}]
+    assert seen == [{**notebooks.STORED_OUTPUT_ENV, "OPENBLAS_CORETYPE": "Zen"}]
     assert "ATEN_CPU_CAPABILITY" not in os.environ  # restored afterwards
     assert notebooks.STORED_OUTPUT_ENV == {"TPCCMA_THREADS": "1", **notebooks.ARITHMETIC_ENV}

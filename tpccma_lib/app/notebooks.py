@@ -228,8 +228,9 @@ STORED_OUTPUT_ENV = {"TPCCMA_THREADS": "1", **ARITHMETIC_ENV}
 
 
 def arithmetic_env() -> dict[str, str]:
-    """:data:`ARITHMETIC_ENV` without the variables already set in this process."""
-    return {k: v for k, v in ARITHMETIC_ENV.items() if k not in os.environ}
+    """:data:`STORED_OUTPUT_ENV` (one torch thread and the pinned code paths: a fine-tune's last
+    digit depends on both) without the variables already set in this process."""
+    return {k: v for k, v in STORED_OUTPUT_ENV.items() if k not in os.environ}
 
 
 def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:

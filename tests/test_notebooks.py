@@ -213,7 +213,7 @@ def test_run_all_starts_kernels_with_the_pinned_arithmetic(monkeypatch, tmp_path
         notebooks,
         "run_notebook",
         lambda name, out, params=None: (
-            seen.append({k: os.environ.get(k) for k in notebooks.ARITHMETIC_ENV}) or out
+            seen.append({k: os.environ.get(k) for k in notebooks.STORED_OUTPUT_ENV}) or out
         ),
     )
     for key in notebooks.STORED_OUTPUT_ENV:

@@ -141,7 +141,7 @@ def run_all(
         raise ValueError(f"unknown notebook(s) {missing}; choose from {list(NOTEBOOKS)}.")
     check_parameter_names(parameters or {}, names)
     done = []
-    with kernel_env(arithmetic_env()):
+    with kernel_env(arithmetic_env(STORED_OUTPUT_ENV)):
         for name in names:
             done.append(_run_one(name, out_dir, parameters))
     return done
@@ -227,10 +227,11 @@ ARITHMETIC_ENV = {
 STORED_OUTPUT_ENV = {"TPCCMA_THREADS": "1", **ARITHMETIC_ENV}
 
 
-def arithmetic_env() -> dict[str, str]:
-    """:data:`STORED_OUTPUT_ENV` (one torch thread and the pinned code paths: a fine-tune's last
-    digit depends on both) without the variables already set in this process."""
-    return {k: v for k, v in STORED_OUTPUT_ENV.items() if k not in os.environ}
+def arithmetic_env(env: dict[str, str] = ARITHMETIC_ENV) -> dict[str, str]:
+    """``env`` without the variables already set in this process. ``tpccma report`` passes
+    :data:`STORED_OUTPUT_ENV` (a fine-tune's last digit depends on the thread count too);
+    ``tpccma sweep`` the code paths only (it sets threads per job itself)."""
+    return {k: v for k, v in env.items() if k not in os.environ}
 
 
 def refresh_stored_outputs(names: Sequence[str] | None = None) -> list[Path]:

@@ -27,6 +27,7 @@ options interleaved. Also reported: trainable parameters and the cached floats p
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import statistics
 import sys
@@ -59,8 +60,6 @@ class _ImageTop(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        import copy
-
         net = _image_tower()
         self.block = copy.deepcopy(net._blocks[-1]).requires_grad_(True)
         self.conv_head = copy.deepcopy(net._conv_head).requires_grad_(True)
@@ -79,8 +78,6 @@ class _TextTop(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        import copy
-
         self.layer = copy.deepcopy(_text_tower()[1].encoder.layer[-1]).requires_grad_(True)
         self.proj = nn.Linear(TEXT_FEATURE_DIM, EMBED_DIM)
 

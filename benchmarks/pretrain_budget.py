@@ -57,14 +57,13 @@ def measure(
 ) -> dict[str, object]:
     """Pretrain (or load the cached) base model and measure it on the validation split."""
     started = time.perf_counter()
+    data = data or DataConfig()
     exp = Experiment(
-        data or DataConfig(),
+        data,
         ModelConfig(head=head, init_seed=seed),
         runs_dir=runs,
         pretrain=replace(
-            PRETRAIN_CONFIG,
-            steps=steps,
-            batch_size=min(PRETRAIN_CONFIG.batch_size, (data or DataConfig()).n_train),
+            PRETRAIN_CONFIG, steps=steps, batch_size=min(PRETRAIN_CONFIG.batch_size, data.n_train)
         ),
         progress=False,
     )

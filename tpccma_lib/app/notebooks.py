@@ -22,7 +22,7 @@ __all__ = [
     "NOTEBOOKS",
     "notebook_dir",
     "kernel_env",
-    "arithmetic_env",
+    "unless_set",
     "notebook_parameters",
     "check_parameter_names",
     "run_notebook",
@@ -141,7 +141,7 @@ def run_all(
         raise ValueError(f"unknown notebook(s) {missing}; choose from {list(NOTEBOOKS)}.")
     check_parameter_names(parameters or {}, names)
     done = []
-    with kernel_env(arithmetic_env(STORED_OUTPUT_ENV)):
+    with kernel_env(unless_set(STORED_OUTPUT_ENV)):
         for name in names:
             done.append(_run_one(name, out_dir, parameters))
     return done
@@ -210,27 +210,26 @@ def write_report(
     return index
 
 
-#: The kernels' environment when stored outputs are made and when nbval recomputes them (the
-#: Makefile's NBVAL_ENV, kept equal by a test): one torch thread, and the AVX2 code paths of
-#: torch, oneDNN, MKL and OpenBLAS, so that a machine with AVX-512 runs the same float
-#: arithmetic as one without (the last printed digit otherwise differs between such machines).
-#: The code paths part of it, which every kernel this package starts gets (``tpccma report``,
-#: ``tpccma sweep``): what those kernels cache (tower features, base models, fine-tunes, sweep
-#: runs) is reused by later runs and by nbval, so it must be computed with the same arithmetic
-#: on every machine. A variable the user has set is left as it is.
+#: The AVX2 code paths of torch, oneDNN, MKL and OpenBLAS, so that a machine with AVX-512 runs
+#: the same float arithmetic as one without (the last printed digit otherwise differs).
 ARITHMETIC_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",
     "MKL_ENABLE_INSTRUCTIONS": "AVX2",
     "OPENBLAS_CORETYPE": "Haswell",
 }
+#: The kernels' environment when stored outputs are made and when nbval recomputes them (the
+#: Makefile's NBVAL_ENV, kept equal by a test): one torch thread and :data:`ARITHMETIC_ENV`.
+#: ``tpccma report`` starts its kernels with it too (unless the user set a variable): what they
+#: cache (tower features, base model, fine-tunes, sweep runs) is reused by nbval, and a
+#: fine-tune's last digit depends on the thread count as well as the code paths.
 STORED_OUTPUT_ENV = {"TPCCMA_THREADS": "1", **ARITHMETIC_ENV}
 
 
-def arithmetic_env(env: dict[str, str] = ARITHMETIC_ENV) -> dict[str, str]:
-    """``env`` without the variables already set in this process. ``tpccma report`` passes
-    :data:`STORED_OUTPUT_ENV` (a fine-tune's last digit depends on the thread count too);
-    ``tpccma sweep`` the code paths only (it sets threads per job itself)."""
+def unless_set(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the variables already set in this process (the user's choice wins).
+    ``tpccma report`` uses it with :data:`STORED_OUTPUT_ENV`, ``tpccma sweep`` with
+    :data:`ARITHMETIC_ENV` (it sets threads per job itself)."""
     return {k: v for k, v in env.items() if k not in os.environ}
 
 

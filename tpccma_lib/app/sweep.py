@@ -41,7 +41,7 @@ from typing import Any
 
 import pandas as pd
 
-from tpccma_lib.app.notebooks import arithmetic_env, kernel_env
+from tpccma_lib.app.notebooks import ARITHMETIC_ENV, kernel_env, unless_set
 from tpccma_lib.atomic import atomic_write_text, remove_stale_temp_files
 from tpccma_lib.evaluation.model_report import METRIC_COLUMNS, headline
 from tpccma_lib.locks import RunLockedError, run_lock
@@ -513,7 +513,7 @@ def run_sweep(
             print(f"[sweep] {run_name(alpha, seed)}: {row['status']}{note}", flush=True)
 
     interrupted = False
-    with kernel_env({**arithmetic_env(), **env}):
+    with kernel_env({**unless_set(ARITHMETIC_ENV), **env}):
         try:
             for seed, chain in chains.items():
                 submit(chain[0], seed)

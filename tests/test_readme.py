@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -97,3 +99,59 @@ def test_control_sentences_compare_with_the_alpha_zero_fine_tune():
     assert "α = 0.5: raw gap -50 %, zero-shot accuracy -1.5 points, CIDEr +25 %" in text
     assert "0.05" not in text  # not in the rows: left out
     assert control_sentences(rows[rows["alpha_target"] > 0]) == ""
+
+
+def _run_with_base_rows(sweep: Path, alpha: float, seed: int, base: dict[str, float]) -> str:
+    """A finished run folder whose results.csv holds the base model's rows (as the smallest
+    alpha's run of a seed writes them) and one fine-tuned row; returns the folder's name."""
+    import json
+
+    run = sweep / f"alpha{alpha:g}-seed{seed}"
+    run.mkdir(parents=True)
+    rows = [
+        {"role": role, "posthoc": "identity", "task": task, "metric": metric, "value": value}
+        for role, scale in (("base", 1.0), ("finetuned", 0.5))
+        for (task, metric), value in {
+            ("gap", "raw_gap"): base["raw_gap"] * scale,
+            ("gap", "distribution_gap"): base["distribution_gap"] * scale,
+            ("zero_shot", "accuracy"): base["zero_shot_accuracy"],
+            ("captioning", "CIDEr"): base["cider"],
+        }.items()
+    ]
+    pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+    params = {"alpha_target": alpha, "seed": seed}
+    (run / "done.json").write_text(json.dumps({"parameters_04": params}))
+    return run.name
+
+
+def test_results_block_puts_the_original_model_first(tmp_path):
+    """The results block: the original model's row (read from the runs that evaluated it, mean
+    over seeds) above the sweep's rows, and changes against it and against the alpha=0 control."""
+    from tpccma_lib.app.readme import original_model_row, results_body
+
+    alphas, seeds = DEFAULT_GRID
+    sweep = tmp_path / "sweep"
+    summary = _summary(alphas, seeds)
+    summary["run_dir"] = [
+        str(sweep / f"alpha{a:g}-seed{s}")
+        for a, s in zip(summary.alpha_target, summary.seed, strict=True)
+    ]
+    summary["zero_shot_accuracy"] = 0.80 - 0.02 * summary["alpha_target"]
+    for seed, raw in zip(seeds, (0.60, 0.40), strict=True):  # mean 0.5
+        base = {"raw_gap": raw, "distribution_gap": 0.3, "zero_shot_accuracy": 0.82, "cider": 1.0}
+        _run_with_base_rows(sweep, 0.0, seed, base)
+    original = original_model_row(sweep, summary)
+    assert original["raw_gap"] == pytest.approx(0.5) and original["seeds"] == 2
+    assert original["zero_shot_accuracy"] == pytest.approx(0.82)
+    body = results_body(summary, original)
+    table_rows = [line for line in body.splitlines() if line.startswith("| ")]
+    assert table_rows[1].startswith("| original model | 2 | 0.500 |")
+    assert table_rows[2].startswith("| 0.000 | 2 | 0.100 |")
+    # raw gap 0.5 -> 0.15 at alpha 0.05 (-70 %); against the control 0.1 -> 0.15 (+50 %)
+    assert "Against the original model" in body and "α = 0.05: raw gap -70 %" in body
+    assert "zero-shot accuracy -2.1 points" in body  # 0.82 -> 0.799
+    assert "Against the α = 0 fine-tune" in body and "α = 0.05: raw gap +50 %" in body
+    # a sweep folder without the base rows: the block has no original row, and says nothing of it
+    (tmp_path / "empty").mkdir()
+    assert original_model_row(tmp_path / "empty", summary.assign(run_dir="x")) is None
+    assert "original model |" not in results_body(summary, None)

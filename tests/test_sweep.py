@@ -584,24 +584,56 @@ def test_sweep_points_kinds_and_names() -> None:
 
 
 def test_tradeoff_table_against_formula() -> None:
+    """Every point against the original (base) model of its seed; fine-tuned points also
+    against the alpha = 0 control of their seed; formulas written out again here."""
     from tpccma_lib.evaluation.tradeoff import sweep_points, tradeoff_table
 
     table = tradeoff_table(sweep_points(_sweep_rows([0.0, 0.5], [0, 1])))
+
+    def expected(metrics: dict, ref: dict) -> dict[str, float]:
+        g, d, a, c = (
+            ("gap", "raw_gap"),
+            ("gap", "distribution_gap"),
+            ("zero_shot", "accuracy"),
+            ("captioning", "CIDEr"),
+        )
+        return {
+            "gap_reduction_pct": 100 * (ref[g] - metrics[g]) / ref[g],
+            "distribution_reduction_pct": 100 * (ref[d] - metrics[d]) / ref[d],
+            "accuracy_drop_pct": 100 * (ref[a] - metrics[a]) / ref[a],
+            "cider_change_pct": 100 * (metrics[c] - ref[c]) / ref[c],
+        }
+
     for row in table.to_dict("records"):
         seed = row["train_seed"]
-        ref = _fake_metrics(0.0 if row["kind"] == "fine-tuned" else 0.1, seed)
-        g0, a0, c0 = (
-            ref[("gap", "raw_gap")],
-            ref[("zero_shot", "accuracy")],
-            ref[("captioning", "CIDEr")],
+        fine = row["kind"] == "fine-tuned"
+        own = _fake_metrics(
+            row["alpha_target"] if fine else (0.1 if row["kind"] == "base" else 0.9), seed
         )
-        assert row["gap_reduction_pct"] == pytest.approx(100 * (g0 - row["raw_gap"]) / g0)
-        assert row["accuracy_drop_pct"] == pytest.approx(
-            100 * (a0 - row["zero_shot_accuracy"]) / a0
-        )
-        assert row["cider_change_pct"] == pytest.approx(100 * (row["cider"] - c0) / c0)
-    ref_rows = table[(table.kind == "fine-tuned") & (table.alpha_target == 0.0)]
-    assert np.allclose(ref_rows.gap_reduction_pct, 0.0)
+        for column, value in expected(own, _fake_metrics(0.1, seed)).items():
+            assert row[column] == pytest.approx(value), column
+            control = row[column + "_vs_control"]
+            if fine:
+                assert control == pytest.approx(expected(own, _fake_metrics(0.0, seed))[column])
+            else:
+                assert np.isnan(control)
+        assert row["reference"] == f"original model, seed {seed}"
+        assert row["control"] == (f"alpha=0, seed {seed}" if fine else "")
+    control_rows = table[(table.kind == "fine-tuned") & (table.alpha_target == 0.0)]
+    assert np.allclose(control_rows.gap_reduction_pct_vs_control, 0.0)
+    assert not np.allclose(control_rows.gap_reduction_pct, 0.0)  # the control moved the gap too
+    base_rows = table[table.kind == "base"]
+    assert np.allclose(base_rows.gap_reduction_pct, 0.0)
+
+
+def test_tradeoff_table_without_original_model() -> None:
+    """A seed whose base model was not evaluated gets NaN against the original, not a guess."""
+    from tpccma_lib.evaluation.tradeoff import sweep_points, tradeoff_table
+
+    points = sweep_points(_sweep_rows([0.0, 0.5], [0]))
+    table = tradeoff_table(points[points.kind == "fine-tuned"])
+    assert table.gap_reduction_pct.isna().all() and (table.reference == "none").all()
+    assert table.gap_reduction_pct_vs_control.notna().all()
 
 
 def test_tradeoff_summary_means_and_pareto() -> None:
@@ -615,15 +647,23 @@ def test_tradeoff_summary_means_and_pareto() -> None:
     for row in summary.to_dict("records"):
         part = table[(table.kind == row["kind"]) & (table.name == row["name"])]
         assert row["gap_reduction_pct"] == pytest.approx(part.gap_reduction_pct.mean())
-    # brute-force Pareto: no other point at least as good in both and better in one
-    x, y = summary.accuracy_drop_pct.to_numpy(), summary.gap_reduction_pct.to_numpy()
-    for i in range(len(summary)):
-        dominated = any(
-            x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i])
-            for j in range(len(summary))
-            if j != i
+        assert row["distribution_reduction_pct_vs_control"] == pytest.approx(
+            part.distribution_reduction_pct_vs_control.mean(), nan_ok=True
         )
-        assert bool(summary.pareto[i]) == (not dominated)
+    # brute-force Pareto: no other point at least as good in both and better in one
+    x = summary.accuracy_drop_pct.to_numpy()
+    for flag, column in (
+        ("pareto", "gap_reduction_pct"),
+        ("pareto_distribution", "distribution_reduction_pct"),
+    ):
+        y = summary[column].to_numpy()
+        for i in range(len(summary)):
+            dominated = any(
+                x[j] <= x[i] and y[j] >= y[i] and (x[j] < x[i] or y[j] > y[i])
+                for j in range(len(summary))
+                if j != i
+            )
+            assert bool(summary[flag][i]) == (not dominated)
 
 
 def test_r2_analysis_matches_scipy() -> None:
@@ -676,14 +716,18 @@ def test_paper_comparison() -> None:
     assert table.paper.tolist() == [claim[2] for claim in PAPER_CLAIMS]
     at = {(r["alpha_target"], r["quantity"]): r["ours"] for r in table.to_dict("records")}
     assert np.isnan(at[(0.05, "raw gap")])  # alpha 0.05 not swept
-    g0 = np.mean([_fake_metrics(0.0, s)[("gap", "raw_gap")] for s in (0, 1)])
+    control = {
+        (r["alpha_target"], r["quantity"]): r["ours_vs_control"] for r in table.to_dict("records")
+    }
     g5 = [_fake_metrics(0.5, s)[("gap", "raw_gap")] for s in (0, 1)]
-    g0s = [_fake_metrics(0.0, s)[("gap", "raw_gap")] for s in (0, 1)]
-    expected = np.mean([100 * (b - a) / a for a, b in zip(g0s, g5, strict=True)])
-    assert at[(0.5, "raw gap")] == pytest.approx(expected)
+    g_original = [_fake_metrics(0.1, s)[("gap", "raw_gap")] for s in (0, 1)]  # the base model
+    g_control = [_fake_metrics(0.0, s)[("gap", "raw_gap")] for s in (0, 1)]
+    for refs, got in ((g_original, at), (g_control, control)):
+        expected = np.mean([100 * (b - a) / a for a, b in zip(refs, g5, strict=True)])
+        assert got[(0.5, "raw gap")] == pytest.approx(expected)
+    assert at[(0.5, "raw gap")] != pytest.approx(control[(0.5, "raw gap")])
     assert at[(0.5, "clustering ARI")] == pytest.approx(0.3 + 0.2 * 0.5)
     assert at[(0.0, "clustering ARI")] == pytest.approx(0.3)
-    assert g0 > 0
 
 
 def test_finetuned_model_missing_checkpoint(tmp_path: Path) -> None:

@@ -134,9 +134,9 @@ def test_pareto_figure_traces() -> None:
     names = [t.name for t in fig.data]
     assert names == [
         "runs (each seed)",
-        "TPC-CMA (mean over seeds)",
+        "TPC-CMA (mean over seeds; alpha=0: control)",
         "post-hoc (mean over seeds)",
-        "base",
+        "original model",
         "Pareto front",
     ]
     runs = fig.data[0]
@@ -147,6 +147,19 @@ def test_pareto_figure_traces() -> None:
     assert np.allclose(mean.x, fine.gap_reduction_pct)
     assert sorted(fig.data[2].text) == ["coral", "shift"]
     assert len(fig.data[4].x) == int(summary.pareto.sum())
+    assert "original model" in fig.layout.xaxis.title.text
+
+
+def test_pareto_figure_distribution_part() -> None:
+    tradeoff = tradeoff_table(_points())
+    summary = tradeoff_summary(tradeoff)
+    fig = pareto_figure(tradeoff, summary, gap="distribution")
+    fine = summary[summary.kind == "fine-tuned"].sort_values("alpha_target")
+    assert np.allclose(fig.data[1].x, fine.distribution_reduction_pct)
+    assert len(fig.data[4].x) == int(summary.pareto_distribution.sum())
+    assert fig.layout.xaxis.title.text.startswith("distribution gap reduction")
+    with pytest.raises(ValueError, match="gap must be one of"):
+        pareto_figure(tradeoff, summary, gap="centroid")
 
 
 def test_r2_heatmap_values() -> None:

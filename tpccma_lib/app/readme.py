@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +30,10 @@ __all__ = [
     "sweep_table",
     "default_grid_rows",
     "update_readme",
+    "control_sentences",
+    "original_sentences",
+    "original_model_row",
+    "results_body",
     "cost_section",
     "cost_block",
     "update_cost_section",
@@ -109,6 +114,45 @@ def default_grid_rows(
     return finished[keep]
 
 
+def _change_pieces(reference: pd.Series) -> dict[str, Callable[[pd.Series], str]]:
+    """Per metric, a function: a row -> its change against ``reference``, in words."""
+
+    def pct(row: pd.Series, metric: str) -> float:
+        return 100 * (row[metric] / reference[metric] - 1)
+
+    return {
+        "raw_gap": lambda r: f"raw gap {pct(r, 'raw_gap'):+.0f} %",
+        "distribution_gap": lambda r: f"distribution gap {pct(r, 'distribution_gap'):+.0f} %",
+        "zero_shot_accuracy": lambda r: (
+            f"zero-shot accuracy "
+            f"{100 * (r['zero_shot_accuracy'] - reference['zero_shot_accuracy']):+.1f} points"
+        ),
+        "clustering_ari": lambda r: (
+            f"joint k-means ARI {reference['clustering_ari']:.3f} → {r['clustering_ari']:.3f}"
+        ),
+        "cider": lambda r: f"CIDEr {pct(r, 'cider'):+.0f} %",
+    }
+
+
+def _change_sentence(
+    mean: pd.DataFrame, reference: pd.Series, alphas: tuple[float, ...], lead: str
+) -> str:
+    """``lead`` + the changes of the seed-mean rows ``mean`` (indexed by alpha) at ``alphas``
+    against ``reference``; metrics missing from either are left out, "" if no alpha is there."""
+    pieces = _change_pieces(reference)
+    parts = [
+        f"α = {alpha:g}: "
+        + ", ".join(
+            piece(mean.loc[alpha])
+            for m, piece in pieces.items()
+            if m in mean and m in reference.index and pd.notna(reference[m])
+        )
+        for alpha in alphas
+        if alpha in mean.index
+    ]
+    return f"{lead}: " + "; ".join(parts) + "." if parts else ""
+
+
 def control_sentences(rows: pd.DataFrame, alphas: tuple[float, ...] = (0.05, 0.5)) -> str:
     """What ``alphas`` buy against the alpha = 0 fine-tune (the control for "more training"),
     from the seed means of the sweep rows: % change of raw and distribution gap and of CIDEr,
@@ -117,31 +161,62 @@ def control_sentences(rows: pd.DataFrame, alphas: tuple[float, ...] = (0.05, 0.5
     mean = rows.groupby("alpha_target").mean(numeric_only=True)
     if 0.0 not in mean.index:
         return ""
-    control = mean.loc[0.0]
-    pieces = {
-        "raw_gap": lambda r: f"raw gap {100 * (r['raw_gap'] / control['raw_gap'] - 1):+.0f} %",
-        "distribution_gap": lambda r: (
-            f"distribution gap "
-            f"{100 * (r['distribution_gap'] / control['distribution_gap'] - 1):+.0f} %"
-        ),
-        "zero_shot_accuracy": lambda r: (
-            f"zero-shot accuracy "
-            f"{100 * (r['zero_shot_accuracy'] - control['zero_shot_accuracy']):+.1f} points"
-        ),
-        "clustering_ari": lambda r: (
-            f"joint k-means ARI {control['clustering_ari']:.3f} → {r['clustering_ari']:.3f}"
-        ),
-        "cider": lambda r: f"CIDEr {100 * (r['cider'] / control['cider'] - 1):+.0f} %",
-    }
-    parts = [
-        f"α = {alpha:g}: "
-        + ", ".join(piece(mean.loc[alpha]) for m, piece in pieces.items() if m in mean)
-        for alpha in alphas
-        if alpha in mean.index
+    lead = "Against the α = 0 fine-tune (the control: same steps, no alignment loss)"
+    return _change_sentence(mean, mean.loc[0.0], alphas, lead)
+
+
+def original_sentences(
+    rows: pd.DataFrame, original: pd.Series, alphas: tuple[float, ...] = (0.0, 0.05, 0.5)
+) -> str:
+    """The same changes as :func:`control_sentences`, against the original model (the base
+    model before fine-tuning, the paper's reference); alpha = 0 is the control's own change."""
+    mean = rows.groupby("alpha_target").mean(numeric_only=True)
+    lead = "Against the original model (before fine-tuning; the paper's reference)"
+    return _change_sentence(mean, original, alphas, lead)
+
+
+def original_model_row(sweep_dir: str | os.PathLike[str], rows: pd.DataFrame) -> pd.Series | None:
+    """Headline metrics of the original (base) model, mean over the seeds of ``rows``, as the
+    sweep's smallest-alpha runs evaluated it (``results.csv``, role "base", no post-hoc fix);
+    ``None`` when those runs hold no base rows. Adds ``seeds`` (how many were averaged)."""
+    from tpccma_lib.app.sweep import collect
+    from tpccma_lib.evaluation.tradeoff import SweepAnalysisError, sweep_points
+
+    runs = [Path(str(r)).name for r in rows["run_dir"]] if "run_dir" in rows else None
+    try:
+        points = sweep_points(collect(sweep_dir, runs=runs))
+    except SweepAnalysisError:  # no results.csv in the runs: nothing to read the model from
+        return None
+    base = points[points["kind"] == "base"]
+    if base.empty:
+        return None
+    original = base.mean(numeric_only=True)
+    original["seeds"] = base["train_seed"].nunique()
+    return original
+
+
+def results_body(rows: pd.DataFrame, original: pd.Series | None) -> str:
+    """The README's results block: the sweep table (original model first, when known), then
+    the changes against the original model and against the alpha = 0 control."""
+    table = sweep_table(rows)
+    if original is not None:
+        first = {COLUMNS.get(k, k): original.get(k, float("nan")) for k in COLUMNS}
+        first.update({"α_target": "original model", "seeds": int(original["seeds"])})
+        table = table.astype({"α_target": object})
+        table = pd.concat([pd.DataFrame([first])[table.columns], table], ignore_index=True)
+    sentences = [
+        original_sentences(rows, original) if original is not None else "",
+        control_sentences(rows),
     ]
-    if not parts:
-        return ""
-    return "Against the α = 0 fine-tune (same steps, no alignment loss): " + "; ".join(parts) + "."
+    return (
+        "Measured by `tpccma sweep` (notebooks 03 + 04 per run) on **captioned shapes** (the "
+        "embedded default, a procedural stand-in for COCO/CIFAR-10), test split, mean over "
+        f"{rows['seed'].nunique()} seed(s); gaps in embedding units, accuracy and R@1 as "
+        "fractions. The first row is the original model, before fine-tuning (as the smallest "
+        "α's runs evaluated it). Regenerated by `tpccma readme`.\n\n"
+        + _markdown(table)
+        + "".join(f"\n\n{s}" for s in sentences if s)
+    )
 
 
 def update_readme(
@@ -166,14 +241,7 @@ def update_readme(
     text = replace_section(
         text, "base", "Measured by `tpccma readme`:\n\n```text\n" + base_text + "\n```"
     )
-    body = (
-        "Measured by `tpccma sweep` (notebooks 03 + 04 per run) on **captioned shapes** (the "
-        "embedded default, a procedural stand-in for COCO/CIFAR-10), test split, mean over "
-        f"{rows['seed'].nunique()} seed(s); gaps in embedding units, accuracy and R@1 as "
-        "fractions. Regenerated by `tpccma readme`.\n\n"
-        + _markdown(sweep_table(rows))
-        + (f"\n\n{sentences}" if (sentences := control_sentences(rows)) else "")
-    )
+    body = results_body(rows, original_model_row(sweep_dir, rows))
     text = replace_section(text, "results", body)
     atomic_write_text(readme, text)
     return ["base", "results"]

@@ -2,7 +2,8 @@
 
 :func:`sweep_points` turns the rows of every run (``tpccma_lib.app.sweep.collect``) into one
 point per configuration; :func:`tradeoff_table` / :func:`tradeoff_summary` give the price of
-each step of gap reduction (the Pareto plot); :func:`r2_analysis` asks which gap metric predicts
+each step of gap reduction against the original model, with the alpha = 0 fine-tune beside it
+as the control (the Pareto plot); :func:`r2_analysis` asks which gap metric predicts
 which task metric; :func:`paper_comparison` sets the paper's headline numbers beside ours.
 """
 
@@ -17,6 +18,8 @@ from tpccma_lib.evaluation.roles import results_table
 
 __all__ = [
     "SweepAnalysisError",
+    "CHANGE_COLUMNS",
+    "CONTROL_SUFFIX",
     "R2_TASK_METRICS",
     "R2_GAP_METRICS",
     "PAPER_CLAIMS",
@@ -84,63 +87,90 @@ def sweep_points(rows: pd.DataFrame) -> pd.DataFrame:
     return table[columns].reset_index(drop=True)
 
 
+#: Change columns of :func:`tradeoff_table`: (column, metric, sign). ``sign=+1``: a relative
+#: reduction, 100 (ref - x) / ref; ``sign=-1``: a relative change, 100 (x - ref) / ref.
+CHANGE_COLUMNS = (
+    ("gap_reduction_pct", "raw_gap", +1),
+    ("distribution_reduction_pct", "distribution_gap", +1),
+    ("accuracy_drop_pct", "zero_shot_accuracy", +1),
+    ("cider_change_pct", "cider", -1),
+)
+#: Suffix of the same columns measured against the control (the alpha = 0 fine-tune).
+CONTROL_SUFFIX = "_vs_control"
+
+
+def _changes(point: pd.Series, ref: pd.Series | None, suffix: str = "") -> dict[str, float]:
+    """The :data:`CHANGE_COLUMNS` of ``point`` against ``ref`` (NaN where there is no ref)."""
+    out = {}
+    for column, metric, sign in CHANGE_COLUMNS:
+        value = float("nan")
+        if ref is not None:
+            value = (
+                sign * 100 * (float(ref[metric]) - float(point[metric])) / abs(float(ref[metric]))
+            )
+        out[column + suffix] = value
+    return out
+
+
 def tradeoff_table(points: pd.DataFrame, reference_alpha: float | None = None) -> pd.DataFrame:
-    """Gap reduction and zero-shot accuracy drop (%) of every point, against its reference.
+    """Changes (%) of every point against the original model and against the control.
 
-    Fine-tuned points are compared with the fine-tuned run of ``reference_alpha`` (default: the
-    smallest alpha, normally 0) of the same seed; base and post-hoc points with the base
-    model of the same seed. With ``g`` the raw gap and ``a`` the zero-shot accuracy::
+    As the paper, every point is compared with the **original** model, the base model of the
+    same seed before any fine-tuning. Fine-tuned points are also compared with the **control**,
+    the fine-tuned run of ``reference_alpha`` (default: the smallest alpha, normally 0) of the
+    same seed: the same curriculum and steps without the alignment loss, so that a change beyond
+    the control's is the CMA loss's, not more training's. With ``x`` a metric and ``x_ref`` the
+    reference's::
 
-        gap_reduction_pct  = 100 (g_ref - g) / g_ref
-        accuracy_drop_pct  = 100 (a_ref - a) / a_ref
-        cider_change_pct   = 100 (c - c_ref) / c_ref
+        gap_reduction_pct           = 100 (g_ref - g) / g_ref     (g: raw gap)
+        distribution_reduction_pct  = 100 (d_ref - d) / d_ref     (d: distribution gap)
+        accuracy_drop_pct           = 100 (a_ref - a) / a_ref     (a: zero-shot accuracy)
+        cider_change_pct            = 100 (c - c_ref) / c_ref     (c: CIDEr)
 
     Returns:
-        ``points`` plus those three columns and ``reference`` (what it was compared with).
+        ``points`` plus those columns (against the original model; NaN where the seed's base
+        model was not evaluated), the same with suffix ``_vs_control`` (fine-tuned points only,
+        NaN elsewhere), ``reference`` and ``control`` (what each was compared with).
     """
     fine = points["kind"] == "fine-tuned"
-    if reference_alpha is None:
+    if reference_alpha is None and fine.any():
         reference_alpha = float(points.loc[fine, "alpha_target"].min())
     out = []
     for seed, group in points.groupby("train_seed", sort=True):
-        ref_fine = group[fine.loc[group.index] & (group["alpha_target"] == reference_alpha)]
-        ref_base = group[group["kind"] == "base"]
+        control = group[fine.loc[group.index] & (group["alpha_target"] == reference_alpha)]
+        original = group[group["kind"] == "base"]
         for _, point in group.iterrows():
-            ref = ref_fine if point["kind"] == "fine-tuned" else ref_base
+            is_fine = point["kind"] == "fine-tuned"
             row = point.to_dict()
-            if len(ref):
-                r = ref.iloc[0]
-                row["gap_reduction_pct"] = 100 * (r.raw_gap - point.raw_gap) / abs(r.raw_gap)
-                row["accuracy_drop_pct"] = 100 * (
-                    (r.zero_shot_accuracy - point.zero_shot_accuracy) / abs(r.zero_shot_accuracy)
+            row.update(_changes(point, original.iloc[0] if len(original) else None))
+            row.update(
+                _changes(
+                    point, control.iloc[0] if is_fine and len(control) else None, CONTROL_SUFFIX
                 )
-                row["cider_change_pct"] = 100 * (point.cider - r.cider) / abs(r.cider)
-            row["reference"] = (
-                f"alpha={reference_alpha:g}, seed {seed}"
-                if point["kind"] == "fine-tuned"
-                else f"base, seed {seed}"
+            )
+            row["reference"] = f"original model, seed {seed}" if len(original) else "none"
+            row["control"] = (
+                f"alpha={reference_alpha:g}, seed {seed}" if is_fine and len(control) else ""
             )
             out.append(row)
-    table = pd.DataFrame(out)
-    for column in ("gap_reduction_pct", "accuracy_drop_pct", "cider_change_pct"):
-        if column not in table.columns:
-            table[column] = float("nan")
-    return table
+    return pd.DataFrame(out)
 
 
 def tradeoff_summary(tradeoff: pd.DataFrame) -> pd.DataFrame:
     """Mean over seeds of every (kind, name), with ``n_seeds`` and a ``pareto`` flag.
 
-    ``pareto`` marks the points no other point beats in both gap reduction (higher) and
-    accuracy drop (lower) (:func:`tpccma_lib.evaluation.analysis.pareto_front`).
+    ``pareto`` marks the points no other point beats in both raw-gap reduction (higher) and
+    accuracy drop (lower), both against the original model
+    (:func:`tpccma_lib.evaluation.analysis.pareto_front`); ``pareto_distribution`` the same
+    with the distribution-gap reduction.
     """
     from tpccma_lib.evaluation.analysis import pareto_front
 
+    changes = [column for column, _, _ in CHANGE_COLUMNS]
     numeric = [
         "alpha_target",
-        "gap_reduction_pct",
-        "accuracy_drop_pct",
-        "cider_change_pct",
+        *changes,
+        *(column + CONTROL_SUFFIX for column in changes),
         *METRIC_COLUMNS,
     ]
     numeric = list(dict.fromkeys(c for c in numeric if c in tradeoff.columns))
@@ -152,6 +182,9 @@ def tradeoff_summary(tradeoff: pd.DataFrame) -> pd.DataFrame:
         ["kind", "alpha_target", "name"], key=lambda s: s.map(order) if s.name == "kind" else s
     ).reset_index(drop=True)
     summary["pareto"] = pareto_front(summary, x="accuracy_drop_pct", y="gap_reduction_pct")
+    summary["pareto_distribution"] = pareto_front(
+        summary, x="accuracy_drop_pct", y="distribution_reduction_pct"
+    )
     return summary
 
 
@@ -191,24 +224,29 @@ def r2_analysis(
 def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
     """The paper's headline numbers beside this project's (means over seeds).
 
-    Changes are relative to the smallest alpha's fine-tuned runs (the paper: to CLIP before
-    fine-tuning); an alpha missing from the sweep gives NaN.
+    ``ours`` is measured as the paper measures it, against the original model (CLIP before
+    fine-tuning, here the base model); ``ours_vs_control`` against the alpha = 0 fine-tune of
+    the same seed, the part that the alignment loss adds to the same training without it. An
+    alpha missing from the sweep gives NaN; the ARI rows are values, not changes.
     """
     fine = summary[summary["kind"] == "fine-tuned"]
+    change_column = {
+        "raw gap": ("gap_reduction_pct", -1.0),
+        "zero-shot accuracy": ("accuracy_drop_pct", -1.0),
+        "CIDEr": ("cider_change_pct", 1.0),
+    }
     records = []
     for alpha, quantity, paper, unit in PAPER_CLAIMS:
         hit = fine[fine["alpha_target"] == alpha]
-        ours = float("nan")
+        ours = vs_control = float("nan")
         if len(hit):
             point = hit.iloc[0]
             if unit == "value":
-                ours = float(point[_QUANTITY[quantity]])
-            elif quantity == "raw gap":
-                ours = -float(point["gap_reduction_pct"])
-            elif quantity == "zero-shot accuracy":
-                ours = -float(point["accuracy_drop_pct"])
+                ours = vs_control = float(point[_QUANTITY[quantity]])
             else:
-                ours = float(point["cider_change_pct"])
+                column, sign = change_column[quantity]
+                ours = sign * float(point[column])
+                vs_control = sign * float(point.get(column + CONTROL_SUFFIX, float("nan")))
         records.append(
             {
                 "alpha_target": alpha,
@@ -216,6 +254,7 @@ def paper_comparison(summary: pd.DataFrame) -> pd.DataFrame:
                 "unit": unit,
                 "paper": paper,
                 "ours": ours,
+                "ours_vs_control": vs_control,
             }
         )
     return pd.DataFrame.from_records(records)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -145,22 +146,46 @@ def caption_gallery(
     return fig
 
 
-def pareto_figure(tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = "") -> go.Figure:
-    """Gap reduction (%) vs zero-shot accuracy drop (%): the sweep and the post-hoc fixes.
+#: The two gap parts a Pareto plot can put on its x axis: (tradeoff column, pareto flag, label).
+PARETO_GAPS = {
+    "raw": ("gap_reduction_pct", "pareto", "raw gap reduction vs original model (%)"),
+    "distribution": (
+        "distribution_reduction_pct",
+        "pareto_distribution",
+        "distribution gap reduction vs original model (%)",
+    ),
+}
+_ACCURACY_LABEL = "zero-shot accuracy drop vs original model (%)"
+
+
+def _pareto_gap(gap: str) -> tuple[str, str, str]:
+    if gap not in PARETO_GAPS:
+        raise ValueError(f"gap must be one of {sorted(PARETO_GAPS)}, got {gap!r}.")
+    return PARETO_GAPS[gap]
+
+
+def pareto_figure(
+    tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = "", gap: str = "raw"
+) -> go.Figure:
+    """Gap reduction (%) vs zero-shot accuracy drop (%), both against the original model: the
+    sweep (alpha = 0 is the control, the same fine-tune without the alignment loss), the base
+    model and its post-hoc fixes.
 
     Args:
         tradeoff: :func:`tpccma_lib.evaluation.tradeoff.tradeoff_table` (one point per run and seed).
         summary: :func:`tpccma_lib.evaluation.tradeoff.tradeoff_summary` (means over seeds, ``pareto``).
+        gap: "raw" or "distribution": which gap part's reduction is on the x axis.
 
     Traces: "runs (each seed)", "TPC-CMA (mean over seeds)" (a line through the alphas),
-    "post-hoc (mean over seeds)", "base", "Pareto front".
+    "post-hoc (mean over seeds)", "original model", "Pareto front".
     """
+    x, flag, x_label = _pareto_gap(gap)
     fig = go.Figure()
     runs = tradeoff[tradeoff["kind"] == "fine-tuned"]
     fig.add_trace(
         go.Scatter(
             name="runs (each seed)",
-            x=runs["gap_reduction_pct"],
+            x=runs[x],
             y=runs["accuracy_drop_pct"],
             mode="markers",
             marker={"size": 6, "opacity": 0.4, "color": "#1f77b4"},
@@ -170,8 +195,8 @@ def pareto_figure(tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = ""
     mean = summary[summary["kind"] == "fine-tuned"].sort_values("alpha_target")
     fig.add_trace(
         go.Scatter(
-            name="TPC-CMA (mean over seeds)",
-            x=mean["gap_reduction_pct"],
+            name="TPC-CMA (mean over seeds; alpha=0: control)",
+            x=mean[x],
             y=mean["accuracy_drop_pct"],
             mode="lines+markers+text",
             text=mean["name"].to_list(),
@@ -183,8 +208,8 @@ def pareto_figure(tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = ""
         points = summary[summary["kind"] == kind]
         fig.add_trace(
             go.Scatter(
-                name=f"{kind} (mean over seeds)" if kind == "post-hoc" else kind,
-                x=points["gap_reduction_pct"],
+                name="post-hoc (mean over seeds)" if kind == "post-hoc" else "original model",
+                x=points[x],
                 y=points["accuracy_drop_pct"],
                 mode="markers+text",
                 text=points["name"].to_list(),
@@ -192,11 +217,11 @@ def pareto_figure(tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = ""
                 marker={"size": 10, "symbol": symbol, "color": color},
             )
         )
-    front = summary[summary["pareto"].astype(bool)].sort_values("gap_reduction_pct")
+    front = summary[summary[flag].astype(bool)].sort_values(x)
     fig.add_trace(
         go.Scatter(
             name="Pareto front",
-            x=front["gap_reduction_pct"],
+            x=front[x],
             y=front["accuracy_drop_pct"],
             mode="lines",
             line={"dash": "dot", "color": "gray"},
@@ -204,8 +229,8 @@ def pareto_figure(tradeoff: pd.DataFrame, summary: pd.DataFrame, title: str = ""
     )
     fig.update_layout(
         title=title,
-        xaxis_title="raw gap reduction (%)  → better",
-        yaxis_title="zero-shot accuracy drop (%)  ↓ better",
+        xaxis_title=f"{x_label}  → better",
+        yaxis_title=f"{_ACCURACY_LABEL}  ↓ better",
     )
     return fig
 
@@ -240,25 +265,12 @@ def r2_heatmap(r2: pd.DataFrame, points: str | None = None, title: str = "") -> 
     return fig
 
 
-def save_pareto_png(
-    tradeoff: pd.DataFrame,
-    summary: pd.DataFrame,
-    path: str | os.PathLike[str],
-    title: str = "",
-    dpi: int = 120,
-) -> Path:
-    """Draw :func:`pareto_figure`'s content with matplotlib (Agg) into a PNG at ``path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7.0, 4.8))
+def _draw_pareto(ax: Any, tradeoff: pd.DataFrame, summary: pd.DataFrame, gap: str) -> None:
+    """One panel of :func:`save_pareto_png` (matplotlib axes ``ax``), gap part ``gap``."""
+    x, flag, x_label = _pareto_gap(gap)
     runs = tradeoff[tradeoff["kind"] == "fine-tuned"]
     ax.scatter(
-        runs["gap_reduction_pct"],
+        runs[x],
         runs["accuracy_drop_pct"],
         s=14,
         alpha=0.35,
@@ -267,43 +279,59 @@ def save_pareto_png(
     )
     mean = summary[summary["kind"] == "fine-tuned"].sort_values("alpha_target")
     ax.plot(
-        mean["gap_reduction_pct"],
+        mean[x],
         mean["accuracy_drop_pct"],
         "o-",
         color="tab:blue",
-        label="TPC-CMA (mean over seeds)",
+        label="TPC-CMA (mean over seeds; alpha=0: control)",
     )
-    for name, x, y in zip(
-        mean["name"], mean["gap_reduction_pct"], mean["accuracy_drop_pct"], strict=True
-    ):
-        ax.annotate(name, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    for name, px, py in zip(mean["name"], mean[x], mean["accuracy_drop_pct"], strict=True):
+        ax.annotate(name, (px, py), textcoords="offset points", xytext=(4, 4), fontsize=7)
     posthoc = summary[summary["kind"] == "post-hoc"]
     ax.scatter(
-        posthoc["gap_reduction_pct"],
+        posthoc[x],
         posthoc["accuracy_drop_pct"],
         marker="D",
         color="tab:red",
-        label="post-hoc fixes of the base model",
+        label="post-hoc fixes of the original model",
     )
-    for name, x, y in zip(
-        posthoc["name"], posthoc["gap_reduction_pct"], posthoc["accuracy_drop_pct"], strict=True
-    ):
+    for name, px, py in zip(posthoc["name"], posthoc[x], posthoc["accuracy_drop_pct"], strict=True):
         ax.annotate(
-            name, (x, y), textcoords="offset points", xytext=(4, -9), fontsize=7, color="tab:red"
+            name, (px, py), textcoords="offset points", xytext=(4, -9), fontsize=7, color="tab:red"
         )
-    front = summary[summary["pareto"].astype(bool)].sort_values("gap_reduction_pct")
-    ax.plot(
-        front["gap_reduction_pct"],
-        front["accuracy_drop_pct"],
-        ":",
-        color="gray",
-        label="Pareto front",
+    base = summary[summary["kind"] == "base"]
+    ax.scatter(
+        base[x], base["accuracy_drop_pct"], marker="x", color="black", s=40, label="original model"
     )
+    front = summary[summary[flag].astype(bool)].sort_values(x)
+    ax.plot(front[x], front["accuracy_drop_pct"], ":", color="gray", label="Pareto front")
     ax.axhline(0, color="black", lw=0.5)
-    ax.set_xlabel("raw gap reduction (%)  → better")
-    ax.set_ylabel("zero-shot accuracy drop (%)  ↓ better")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=7, loc="best")
+    ax.axvline(0, color="black", lw=0.5)
+    ax.set_xlabel(f"{x_label}  → better", fontsize=8)
+    ax.set_ylabel(f"{_ACCURACY_LABEL}  ↓ better", fontsize=8)
+
+
+def save_pareto_png(
+    tradeoff: pd.DataFrame,
+    summary: pd.DataFrame,
+    path: str | os.PathLike[str],
+    title: str = "",
+    dpi: int = 120,
+) -> Path:
+    """Draw :func:`pareto_figure`'s content with matplotlib (Agg) into a PNG at ``path``: two
+    panels, the raw-gap reduction (left) and the distribution-gap reduction (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12.0, 4.8), sharey=True)
+    for ax, gap in zip(axes, ("raw", "distribution"), strict=True):
+        _draw_pareto(ax, tradeoff, summary, gap)
+    axes[0].legend(fontsize=7, loc="best")
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi, metadata={"Software": None})
     plt.close(fig)

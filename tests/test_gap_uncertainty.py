@@ -217,3 +217,47 @@ def test_errors_say_what_to_fix(rng):
             sampling_floor(dirty)
         with pytest.raises(GapUncertaintyError, match="NaN or inf"):
             scale_free_bures(dirty, image)
+
+
+def test_uncertainty_table_same_distribution_sits_on_its_floor() -> None:
+    """Images and texts from one distribution: every half-sample gap is within the floor's noise;
+    a real shift puts the centroid gap far above it, with an interval around the estimate."""
+    from tpccma_lib.gap.uncertainty import UNCERTAINTY_COLUMNS, uncertainty_table
+
+    rng = np.random.default_rng(3)
+    image, text = _sphere(rng, 400, 8), _sphere(rng, 1200, 8)
+    table = uncertainty_table(image, text, n_repeats=30, n_boot=100, seed=1).set_index("metric")
+    assert list(table.reset_index().columns) == list(UNCERTAINTY_COLUMNS)
+    for metric in BOOTSTRAP_METRICS:
+        row = table.loc[metric]
+        assert abs(row.half_sample - row.floor) < 4 * row.floor_std + 1e-3, metric
+    shifted = uncertainty_table(_sphere(rng, 400, 8, shift=1.0), text, n_boot=100).set_index(
+        "metric"
+    )
+    centroid = shifted.loc["centroid_gap"]
+    assert centroid.half_sample > centroid.floor + 5 * centroid.floor_std
+    assert centroid.ci_low < centroid.estimate < centroid.ci_high
+
+
+def test_uncertainty_table_estimates_match_decompose() -> None:
+    """The table's estimates are geometry.decompose's numbers and Bures / spread (numpy)."""
+    from tpccma_lib.gap.uncertainty import uncertainty_table
+
+    rng = np.random.default_rng(4)
+    emb = Embeddings.from_arrays(
+        _sphere(rng, 300, 6, shift=0.5), _sphere(rng, 900, 6), np.arange(900) // 3
+    )
+    image, text = emb.image, emb.text
+    table = uncertainty_table(image, text, n_repeats=5, n_boot=40).set_index("metric")
+    dec = decompose(emb)
+    assert table.loc["centroid_gap", "estimate"] == pytest.approx(dec.centroid_gap, rel=1e-9)
+    assert table.loc["distribution_gap", "estimate"] == pytest.approx(
+        dec.distribution_gap, rel=1e-6
+    )
+    x, y = image.astype(np.float64), text.astype(np.float64)
+    spread = math.sqrt(0.5 * (np.trace(np.cov(x.T, bias=True)) + np.trace(np.cov(y.T, bias=True))))
+    assert table.loc["scale_free_bures", "estimate"] == pytest.approx(
+        dec.distribution_gap / spread, rel=1e-6
+    )
+    with pytest.raises(GapUncertaintyError):
+        uncertainty_table(image[:3], text)

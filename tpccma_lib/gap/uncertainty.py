@@ -56,11 +56,13 @@ __all__ = [
     "GapInterval",
     "GapUncertaintyError",
     "SamplingFloor",
+    "UNCERTAINTY_COLUMNS",
     "bootstrap_gap",
     "half_sample_gap",
     "point_estimates",
     "sampling_floor",
     "scale_free_bures",
+    "uncertainty_table",
 ]
 
 #: Metrics of :func:`bootstrap_gap`, in table order.
@@ -411,3 +413,67 @@ def bootstrap_gap(
     return GapBootstrap(
         intervals=tuple(intervals), samples=samples, n_images=n_img, n_texts=n_txt, seed=seed
     )
+
+
+# --------------------------------------------------------------------------- one table
+#: Columns of :func:`uncertainty_table`.
+UNCERTAINTY_COLUMNS = (
+    "metric",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "half_sample",
+    "floor",
+    "floor_std",
+)
+
+
+def uncertainty_table(
+    image: np.ndarray,
+    text: np.ndarray,
+    n_repeats: int = 20,
+    n_boot: int = 200,
+    seed: int = 0,
+    level: float = 0.95,
+    *,
+    blas_threads: int | None = 1,
+) -> pd.DataFrame:
+    """Every gap number of one image-text pair with its interval and its floor, one row per
+    metric of :data:`BOOTSTRAP_METRICS`.
+
+    Columns (:data:`UNCERTAINTY_COLUMNS`): ``estimate`` on all rows; ``ci_low``, ``ci_high``
+    the percentile bootstrap interval (:func:`bootstrap_gap`); ``half_sample`` the image-text
+    value on N/2-row subsamples (:func:`half_sample_gap`) and ``floor`` / ``floor_std`` the
+    larger of the two same-modality split-half nulls (:func:`sampling_floor`, image halves and
+    text halves) at the same N/2 rows: compare ``half_sample`` with ``floor``, like for like. A
+    gap whose ``half_sample`` is within a few ``floor_std`` of ``floor`` cannot be told from 0.
+    """
+    image, text = _as_pair(image, text, min_rows=4)
+    boot = bootstrap_gap(image, text, n_boot, seed, level, blas_threads=blas_threads)
+    half = half_sample_gap(image, text, n_repeats, seed, blas_threads=blas_threads)
+    n_half = half.n_half
+    # the nulls on as many rows as the half-sample gap (2 n_half per modality, drawn at random:
+    # captions come grouped by image, so the first rows would be a few images' captions)
+    rng = np.random.default_rng(seed)
+    floors = [
+        sampling_floor(
+            x[rng.permutation(x.shape[0])[: 2 * n_half]], n_repeats, seed, blas_threads=blas_threads
+        )
+        for x in (image, text)
+    ]
+    rows = []
+    for metric in BOOTSTRAP_METRICS:
+        interval = boot[metric]
+        worst = max(floors, key=lambda f: f.mean(metric))
+        rows.append(
+            {
+                "metric": metric,
+                "estimate": interval.estimate,
+                "ci_low": interval.low,
+                "ci_high": interval.high,
+                "half_sample": half.mean(metric),
+                "floor": worst.mean(metric),
+                "floor_std": worst.std(metric),
+            }
+        )
+    return pd.DataFrame(rows, columns=list(UNCERTAINTY_COLUMNS))

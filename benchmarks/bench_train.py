@@ -13,10 +13,14 @@ variants, all with the same model, batch and data:
 - ``clip``: contrastive loss only (``alpha_target=0``);
 - ``clip+cma``: ``L_clip + 0.5 L_CMA`` (Bures distribution term), one backward of the sum
   (gradient-aware scheduling off, no telemetry);
-- ``clip+cma+scheduler``: the default TPC-CMA step: two backward passes (``g_clip`` and
-  ``g_align`` separately), PCGrad projection and norm cap, on every step;
+- ``clip+cma+scheduler``: the PCGrad rule measured on every step: two backward passes
+  (``g_clip`` and ``g_align`` separately), projection and norm cap;
 - ``clip+cma+scheduler/10``: the same, measuring the two gradients every 10th step only
   (``measure_every=10``; one backward in between);
+- ``clip+cma+lr-rule``: the paper's rule (``conflict_rule="lr"``, per-tensor learning-rate
+  tempering) measured on every step;
+- ``clip+cma+default``: what a user gets, :class:`TrainConfig`'s default rule at its default
+  measurement interval (the ≤ 1.05x target of the scheduler issue);
 - ``open_clip_train`` (open_clip backend only): open_clip's own training loop,
   ``open_clip_train.train.train_one_epoch``, driven on the same batches with an open_clip
   model of the same architecture (contrastive loss, same clipping and optimizer).
@@ -64,7 +68,14 @@ from tpccma_lib.models import ModelConfig, create_model
 from tpccma_lib.training.loop import InputSource, TrainConfig, train
 
 RESULTS = Path(__file__).resolve().parent / "results"
-OURS = ("clip", "clip+cma", "clip+cma+scheduler", "clip+cma+scheduler/10")
+OURS = (
+    "clip",
+    "clip+cma",
+    "clip+cma+scheduler",
+    "clip+cma+scheduler/10",
+    "clip+cma+lr-rule",
+    "clip+cma+default",
+)
 OPEN_CLIP_TRAIN = "open_clip_train"
 DEFAULT_MODEL = {"towers": "effnetlite0-minilm", "open_clip": "TinyCLIP-test"}
 LR = 1e-5  # small: random-init models stay finite; the value does not change the cost
@@ -190,9 +201,13 @@ def train_config(variant: str, s: Settings, total_steps: int) -> TrainConfig:
     if variant == "clip+cma":
         return TrainConfig(alpha_target=0.5, gradient_aware=False, measure_every=10**9, **common)
     if variant == "clip+cma+scheduler":
-        return TrainConfig(alpha_target=0.5, gradient_aware=True, measure_every=1, **common)
+        return TrainConfig(alpha_target=0.5, conflict_rule="pcgrad", measure_every=1, **common)
     if variant == "clip+cma+scheduler/10":
-        return TrainConfig(alpha_target=0.5, gradient_aware=True, measure_every=10, **common)
+        return TrainConfig(alpha_target=0.5, conflict_rule="pcgrad", measure_every=10, **common)
+    if variant == "clip+cma+lr-rule":
+        return TrainConfig(alpha_target=0.5, conflict_rule="lr", measure_every=1, **common)
+    if variant == "clip+cma+default":
+        return TrainConfig(alpha_target=0.5, **common)
     raise ValueError(f"unknown variant {variant!r}; choose from {OURS}.")
 
 

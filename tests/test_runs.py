@@ -195,7 +195,8 @@ def test_telemetry_summary_counts_only_aligned_measured_records():
         {"step": 3, "alpha": 0.2, "grad_cosine": 0.4, "conflict": 0.0, "projected": 0.0,
          "norm_ratio": 3.0, "applied_norm_ratio": 1.0, "tempering": 0.5},
         {"step": 4, "alpha": 0.2, "grad_cosine": 0.1, "conflict": 0.0, "projected": 0.0,
-         "norm_ratio": float("inf"), "applied_norm_ratio": 1.0, "tempering": 0.25},
+         "norm_ratio": float("inf"), "applied_norm_ratio": 1.0, "tempering": 0.25,
+         "lr_conflict_share": 0.5, "lr_mean_multiplier": 0.8, "lr_min_multiplier": 0.5},
         {"step": 5, "alpha": 0.2, "effective_alpha": 0.2},  # unmeasured step
     ]  # fmt: skip
     s = telemetry_summary(history)
@@ -208,6 +209,8 @@ def test_telemetry_summary_counts_only_aligned_measured_records():
     assert s["median_norm_ratio"] == pytest.approx(1.75)  # inf dropped: median of 0.5, 3.0
     assert s["median_applied_norm_ratio"] == pytest.approx(1.0)
     assert s["mean_tempering"] == pytest.approx((1.0 + 0.5 + 0.25) / 3)
+    assert s["lr_conflict_share"] == pytest.approx(0.5)  # the one record that logged the LR rule
+    assert (s["mean_lr_multiplier"], s["min_lr_multiplier"]) == pytest.approx((0.8, 0.5))
     empty = telemetry_summary([{"step": 0, "alpha": 0.0}])
     assert empty["aligned_records"] == 0 and math.isnan(empty["mean_grad_cosine"])
 

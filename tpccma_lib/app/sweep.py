@@ -99,8 +99,9 @@ _SINGLE_THREAD_ENV = {
 }
 
 #: Parameters of notebook 03 in a sweep unless ``parameters`` say otherwise: no ablation twin
-#: (it would double every run's training; notebook 03 run alone still shows it).
-SWEEP_DEFAULTS_03: dict[str, Any] = {"ablation": False}
+#: and no control run (each would add a training per run; the sweep's alpha = 0 runs are the
+#: control, and notebook 03 run alone still shows both).
+SWEEP_DEFAULTS_03: dict[str, Any] = {"ablation": False, "control": False}
 
 NotebookRunner = Callable[..., Any]
 """``runner(name, out_path, parameters)`` executes notebook ``name`` into ``out_path``."""

@@ -121,15 +121,17 @@ class TrainConfig(Settings):
     ramp_fraction: float = 0.3  # phase 2: fraction of steps over which alpha ramps to alpha_target
     ramp_shape: str = "cosine"  # "linear" or "cosine" ramp
     gradient_aware: bool = True  # gradient-aware scheduling of the alignment term (ablation switch)
-    conflict_rule: str = "pcgrad"  # "pcgrad" (project conflicting part), "scale" (temper alpha),
-    # "lr" (slow the conflicting tensors' learning rates: conflict_shrink, recovery, floor
-    # min_tempering; the paper's rule, lr_tempering.LRTempering)
-    measure_every: int = 1  # measure the gradient cosine every k steps
-    max_norm_ratio: float = 1.0  # cap on ||alpha grad L_CMA|| / ||grad L_clip||
+    conflict_rule: str = "lr"  # "lr" (the paper's rule: slow the conflicting tensors' learning
+    # rates, lr_tempering.LRTempering), "pcgrad" (project the conflicting part), "scale" (temper
+    # alpha)
+    measure_every: int = 20  # measure the two gradients every k steps (two backward passes
+    # there, one elsewhere: benchmarks/bench_train.py, "clip+cma+default")
+    max_norm_ratio: float = 1.0  # "lr": norm problem above it; "pcgrad"/"scale": cap on the ratio
+    # ||alpha grad L_CMA|| / ||grad L_clip||
     conflict_threshold: float = 0.0  # gradient cosine below which the two objectives conflict
-    recovery: float = 1.05  # "scale" rule: per-measurement recovery of the tempering factor
-    conflict_shrink: float = 0.5  # "scale" rule: tempering factor multiplier on a conflict
-    min_tempering: float = 1e-3  # "scale" rule: floor of the tempering factor after a shrink
+    recovery: float = 1.25  # "lr"/"scale": per-measurement recovery of a multiplier, up to 1
+    conflict_shrink: float = 0.5  # "lr"/"scale": multiplier factor on a measured problem
+    min_tempering: float = 0.05  # "lr"/"scale": floor of a multiplier after shrinking
     # lambda_c, lambda_d: only alpha * lambda matters; these put alpha's range 0.01..1 where the gap
     # moves (benchmarks/calibrate_cma_weights.py; README "Choosing the CMA weights")
     centroid_weight: float = 10.0  # lambda_c of the centroid term of L_CMA

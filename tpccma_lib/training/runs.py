@@ -211,7 +211,10 @@ def telemetry_summary(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         ``mean_grad_cosine``, ``min_grad_cosine``, ``conflict_fraction`` (share of those with
         ``conflict``), ``projected_fraction``, ``median_norm_ratio`` (``||alpha g_CMA|| /
         ||g_clip||`` as measured), ``median_applied_norm_ratio`` (after the scheduler),
-        ``mean_tempering``. NaN where a quantity was never logged.
+        ``mean_tempering``; for the per-tensor LR rule (``conflict_rule="lr"``)
+        ``lr_conflict_share`` (mean share of tensors with a problem), ``mean_lr_multiplier``
+        (mean of the per-measurement mean multiplier) and ``min_lr_multiplier``. NaN where a
+        quantity was never logged.
     """
     rows = [
         h for h in history if float(h.get("alpha", 0.0)) > 0 and h.get("grad_cosine") is not None
@@ -230,6 +233,9 @@ def telemetry_summary(history: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         "median_norm_ratio": stat("norm_ratio", np.median),
         "median_applied_norm_ratio": stat("applied_norm_ratio", np.median),
         "mean_tempering": stat("tempering", np.mean),
+        "lr_conflict_share": stat("lr_conflict_share", np.mean),
+        "mean_lr_multiplier": stat("lr_mean_multiplier", np.mean),
+        "min_lr_multiplier": stat("lr_min_multiplier", np.min),
     }
 
 

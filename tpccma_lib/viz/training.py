@@ -313,7 +313,8 @@ def telemetry_figure(
 
     Top: ``cos(g_clip, g_align)`` with the steps the scheduler called a conflict (red x) and
     the steps it projected (open circles). Bottom: ``||alpha g_CMA|| / ||g_clip||`` as measured
-    and as applied after the scheduler (log scale), with the cap ``max_norm_ratio`` if given.
+    and as applied after the scheduler (log scale), with the cap ``max_norm_ratio`` if given,
+    and, under the per-tensor LR rule, the mean learning-rate multiplier of the tensors.
     """
     _check_history(history, "telemetry_figure")
     rows = [h for h in history if h.get("grad_cosine") is not None]
@@ -355,9 +356,13 @@ def telemetry_figure(
             col=1,
         )
     fig.add_hline(y=0.0, line_dash="dot", line_color="grey", row=1, col=1)
-    for key, name in (("norm_ratio", "measured"), ("applied_norm_ratio", "applied")):
+    for key, name in (
+        ("norm_ratio", "norm ratio, measured"),
+        ("applied_norm_ratio", "norm ratio, applied"),
+        ("lr_mean_multiplier", "mean LR multiplier (lr rule)"),
+    ):
         if any(key in h for h in rows):
-            fig.add_trace(_line(rows, key, f"norm ratio, {name}"), row=2, col=1)
+            fig.add_trace(_line(rows, key, name), row=2, col=1)
     if max_norm_ratio is not None and math.isfinite(max_norm_ratio):
         fig.add_hline(y=max_norm_ratio, line_dash="dash", line_color="grey", row=2, col=1)
     fig.update_yaxes(type="log", row=2, col=1)

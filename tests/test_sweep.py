@@ -763,3 +763,17 @@ def test_compare_roles_changes() -> None:
     assert np.isnan(out.change_pct[1])  # relative to 0: undefined
     with pytest.raises(RoleEvaluationError, match="no un-fixed rows"):
         compare_roles(table, after="nothing", metrics=["raw_gap"])
+
+
+def test_sweep_runs_skip_the_per_run_extras(tmp_path: Path) -> None:
+    """A sweep's notebook 03 trains neither the ablation twin nor the control (the sweep's own
+    alpha = 0 runs are the control) and its notebook 04 computes no bootstrap; a parameter the
+    user passes still wins."""
+    from tpccma_lib.app.sweep import run_parameters, run_paths
+
+    paths = run_paths(tmp_path, 0.5, 0)
+    p03, p04 = run_parameters(0.5, 0, paths)
+    assert (p03["ablation"], p03["control"], p04["uncertainty"]) == (False, False, False)
+    p03, p04 = run_parameters(0.5, 0, paths, parameters={"control": True, "uncertainty": True})
+    assert p03["control"] is True and p04["uncertainty"] is True
+    assert p03["alpha_target"] == p04["alpha_target"] == 0.5

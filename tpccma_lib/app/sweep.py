@@ -51,6 +51,7 @@ __all__ = [
     "HEADLINE_COLUMNS",
     "METRIC_COLUMNS",
     "SWEEP_DEFAULTS_03",
+    "SWEEP_DEFAULTS_04",
     "SweepError",
     "SweepInterrupted",
     "RunPaths",
@@ -102,6 +103,9 @@ _SINGLE_THREAD_ENV = {
 #: and no control run (each would add a training per run; the sweep's alpha = 0 runs are the
 #: control, and notebook 03 run alone still shows both).
 SWEEP_DEFAULTS_03: dict[str, Any] = {"ablation": False, "control": False}
+#: ... and of notebook 04: no bootstrap intervals and floors of every gap (about 30 s a run on
+#: 2 cores; the sweep's spread over seeds is its uncertainty, notebook 04 run alone prints them).
+SWEEP_DEFAULTS_04: dict[str, Any] = {"uncertainty": False}
 
 NotebookRunner = Callable[..., Any]
 """``runner(name, out_path, parameters)`` executes notebook ``name`` into ``out_path``."""
@@ -230,7 +234,7 @@ def run_parameters(
     """Papermill parameters of notebooks 03 and 04 for one run.
 
     ``parameters`` go to both notebooks (a notebook ignores names it does not define), over
-    :data:`SWEEP_DEFAULTS_03` for notebook 03; the run's own alpha, seed and paths override
+    :data:`SWEEP_DEFAULTS_03` for notebook 03 and :data:`SWEEP_DEFAULTS_04` for notebook 04; the run's own alpha, seed and paths override
     them. ``with_posthoc`` makes notebook 04 also
     evaluate the base model with every post-hoc method (the sweep asks it of the smallest
     alpha's runs only: the base model is the same for every alpha of a seed).
@@ -238,6 +242,7 @@ def run_parameters(
     common = {**(parameters or {}), "alpha_target": float(alpha), "seed": int(seed)}
     params_03 = {**SWEEP_DEFAULTS_03, **common, "out_dir": str(paths.finetune_dir)}
     params_04 = {
+        **SWEEP_DEFAULTS_04,
         **common,
         "checkpoint": str(paths.checkpoint),
         "results_csv": str(paths.results_csv),

@@ -11,7 +11,12 @@ import pytest
 from scipy.special import logsumexp
 
 from tpccma_lib import Embeddings
-from tpccma_lib.app.readme import budget_section, heads_section, mechanism_section
+from tpccma_lib.app.readme import (
+    budget_section,
+    heads_section,
+    matched_section,
+    mechanism_section,
+)
 from tpccma_lib.experiment import PRETRAIN_CONFIG
 from tpccma_lib.models import ModelConfig
 from tpccma_lib.training.budget import BudgetError, choose_budget, held_out_contrastive_loss
@@ -128,3 +133,21 @@ def test_bench_heads_script_runs_end_to_end(tmp_path):
     # the top blocks hold more trainable weights and need token states cached per caption
     assert frame["trainable_parameters"].is_monotonic_increasing
     assert frame["cached_floats_per_caption"].tolist() == [384, 384, 4 * 384]
+
+
+def test_matched_gap_script_runs_end_to_end(tmp_path):
+    """The matched-gap comparison at smoke size: the original model, the control and the first
+    variants, each with test metrics; a target out of reach is reported as not converged (at
+    10 fine-tune steps no alpha in [0, 1] halves the gap), not as a crash."""
+    module = _script("matched_gap")
+    out = tmp_path / "matched.csv"
+    assert module.main(["--smoke", "--out", str(out), "--runs", str(tmp_path)]) == 0
+    frame = pd.read_csv(out)
+    names = ["original model", "control (alpha 0)", *list(module.VARIANTS)[:2]]
+    assert frame["variant"].tolist() == names
+    assert frame["test_zero_shot_accuracy"].between(0, 1).all()
+    searched = frame.iloc[2:]
+    assert (searched["val_distribution_gap"] > searched["target_val_distribution_gap"]).all()
+    assert (searched["converged"] == False).all()  # noqa: E712 (a CSV column of booleans)
+    block = matched_section(out)
+    assert "| lr rule (default) | 1.000 (not converged) |" in block

@@ -195,3 +195,17 @@ def test_experiment_from_params_is_a_notebooks_one_set_up_call(tmp_path, monkeyp
     assert exp.paths is not None and exp.paths.runs == tmp_path / "runs"
     full = {"smoke": False, "n_train": 3000, "n_val": 500, "n_test": 1000}
     assert Experiment.from_params(full).data.n_train == 3000 and full["n_train"] == 3000
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_every_parameter_line_is_declared_to_papermill(name: str) -> None:
+    """papermill parses every assignment of the parameters cell (it skips a line it cannot
+    parse with only a warning, and the parameter would then be undeclared)."""
+    import re
+
+    import nbformat
+
+    nb = nbformat.read(notebook_dir() / f"{name}.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    assigned = [m.group(1) for m in re.finditer(r"^(\w+)\s*=", cell.source, re.M)]
+    assert sorted(_defaults(name)) == sorted(assigned)

@@ -467,7 +467,10 @@ class _FakeDecoder:
         return [f"{self.role} caption of {float(e[0]):g}" for e in embeddings]
 
 
-def test_evaluate_roles_reuses_one_decoder_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_evaluate_roles_trains_one_decoder_per_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate_roles trains one decoder per model and hands it to every evaluation of that
+    model; evaluate_model uses it for the model itself and trains a fix's own (tested in
+    test_fix_decoder_learns_the_fixed_captions)."""
     import tpccma_lib.evaluation.model_report as reporting
     from tpccma_lib.evaluation.roles import evaluate_roles
 
@@ -505,7 +508,7 @@ def test_evaluate_roles_reuses_one_decoder_per_model(monkeypatch: pytest.MonkeyP
         posthoc={"base": ["shift", "coral"]},
         label={"alpha_target": 0.5},
     )
-    assert fitted == ["m0", "m1"]  # one decoder per model, not per post-hoc method
+    assert fitted == ["m0", "m1"]  # one decoder per model (a fix's own is evaluate_model's)
     assert seen == [
         ("m0", "identity", "m0"),
         ("m0", "shift", "m0"),
@@ -777,3 +780,40 @@ def test_sweep_runs_skip_the_per_run_extras(tmp_path: Path) -> None:
     p03, p04 = run_parameters(0.5, 0, paths, parameters={"control": True, "uncertainty": True})
     assert p03["control"] is True and p04["uncertainty"] is True
     assert p03["alpha_target"] == p04["alpha_target"] == 0.5
+
+
+def test_fix_decoder_learns_the_fixed_captions(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A post-hoc fix is captioned by a decoder trained on the fix's text map of the train
+    captions (rows renormalised), not on the un-fixed captions."""
+    from types import SimpleNamespace
+
+    import tpccma_lib.evaluation.model_report as reporting
+    from tpccma_lib.embeddings import Embeddings
+    from tpccma_lib.evaluation.captioning import CaptionDecoderConfig
+    from tpccma_lib.gap.posthoc import make_posthoc
+
+    rng = np.random.default_rng(0)
+    train_text = rng.normal(size=(40, 6)).astype(np.float32)
+    train_text /= np.linalg.norm(train_text, axis=1, keepdims=True)
+    fit = Embeddings.from_arrays(rng.normal(size=(20, 6)) + 2.0, rng.normal(size=(20, 6)))
+    method = make_posthoc("coral_mean").fit(fit)
+    captured: list[np.ndarray] = []
+
+    def fake_train(text: np.ndarray, captions: list[str], cfg: Any, **kw: Any) -> str:
+        captured.append(np.asarray(text))
+        return "decoder"
+
+    monkeypatch.setattr(reporting, "train_text_decoder", fake_train)
+    exp = SimpleNamespace(
+        text_embeddings=lambda model, split: train_text,
+        split=lambda name: SimpleNamespace(flat_captions=lambda: (["c"] * 40, np.arange(40))),
+        device="cpu",
+    )
+    cfg = reporting.EvalConfig(decoder=CaptionDecoderConfig())
+    reporting.fit_caption_decoder(exp, "model", cfg, posthoc=method)
+    reporting.fit_caption_decoder(exp, "model", cfg)
+    expected = method.text_map_.apply(train_text, renormalize=True, dtype=np.float32)
+    assert np.allclose(captured[0], expected) and not np.allclose(captured[0], train_text)
+    assert np.array_equal(captured[1], train_text)
+    with pytest.raises(ValueError, match="posthoc_captioning must be one of"):
+        reporting.EvalConfig(posthoc_captioning="base_decoder")

@@ -104,6 +104,10 @@ def decoder_config_for(data: DataConfig | None, steps: int | None = None) -> Cap
     )
 
 
+#: How a post-hoc fix is scored for text-only captioning (:attr:`EvalConfig.posthoc_captioning`).
+POSTHOC_CAPTIONING = ("own_decoder", "exclude")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """What :func:`evaluate_model` runs.
@@ -116,7 +120,17 @@ class EvalConfig:
     decoder: CaptionDecoderConfig | None = None  # None: the data set's (decoder_config_for)
     clustering_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)  # k-means seeds (ARI swings between seeds)
     posthoc_fit_split: str = "val"  # split a post-hoc fix is fitted on (never the test split)
+    posthoc_captioning: str = "own_decoder"  # a fix's CIDEr: "own_decoder" (a decoder trained
+    # on the fix's own text map of the train captions, as the fine-tune's is on its own) or
+    # "exclude" (no CIDEr for fixes: NaN)
     seed: int = 0  # decoder training seed
+
+    def __post_init__(self) -> None:
+        if self.posthoc_captioning not in POSTHOC_CAPTIONING:
+            raise ValueError(
+                f"posthoc_captioning must be one of {POSTHOC_CAPTIONING}, got "
+                f"{self.posthoc_captioning!r}."
+            )
 
 
 def gap_rows(emb: Embeddings, seed: int = 0) -> list[dict[str, Any]]:
@@ -135,7 +149,11 @@ def zero_shot_class_embeddings(exp: Experiment, model: DualEncoder) -> tuple[np.
 
 
 def fit_caption_decoder(
-    exp: Experiment, model: DualEncoder, cfg: EvalConfig | None = None, progress: bool = False
+    exp: Experiment,
+    model: DualEncoder,
+    cfg: EvalConfig | None = None,
+    progress: bool = False,
+    posthoc: PosthocMethod | None = None,
 ) -> TextDecoder:
     """Train the text-only caption decoder on the train split's caption embeddings (only the
     text side of the train split is embedded), on the experiment's device (``exp.device``,
@@ -143,11 +161,16 @@ def fit_caption_decoder(
 
     Settings: ``cfg.decoder``, or when None the data set's (:func:`decoder_config_for`:
     the small 400-step decoder on the embedded shapes, the DeCap-sized one for 10 epochs on
-    COCO).
+    COCO). ``posthoc``: a fitted fix whose text map is applied to the train captions first (rows
+    renormalised), so the decoder learns the embedding space the fix makes.
     """
     cfg = cfg or EvalConfig()
     decoder_cfg = cfg.decoder if cfg.decoder is not None else decoder_config_for(exp.data)
     train_text = exp.text_embeddings(model, "train")
+    if posthoc is not None:
+        if posthoc.text_map_ is None:
+            raise ValueError(f"the post-hoc fix {posthoc.name!r} is not fitted; fit it first.")
+        train_text = posthoc.text_map_.apply(train_text, renormalize=True, dtype=np.float32)
     texts, _ = exp.split("train").flat_captions()
     return train_text_decoder(
         train_text, texts, decoder_cfg, seed=cfg.seed, progress=progress, device=exp.device
@@ -189,7 +212,11 @@ def evaluate_model(
         posthoc: a post-hoc fix fitted on ``cfg.posthoc_fit_split`` and applied to the test
             embeddings and to the zero-shot class embeddings (they are text too).
         decoder: a caption decoder trained for this model (trained here when None and
-            ``cfg.captioning``); pass one to reuse it across post-hoc methods.
+            ``cfg.captioning``); used for ``posthoc="identity"`` only. A fix is captioned by
+            a decoder trained on its own text map of the train captions
+            (``cfg.posthoc_captioning="own_decoder"``) or not at all (``"exclude"``): a decoder
+            of the un-fixed captions never sees a text-side fix, and decodes an image-side fix
+            off the manifold it learned.
         label: extra columns for every row (e.g. ``{"alpha_target": 0.5}``).
     """
     cfg = cfg or EvalConfig()
@@ -200,6 +227,7 @@ def evaluate_model(
     if exp.data.zero_shot != "same":  # CIFAR-10 (images + class prompts) beside the captions
         zs_emb = exp.labelled_embeddings(model, **meta)
     name = posthoc if isinstance(posthoc, str) else posthoc.name
+    method = None
     if name != "identity":
         fit = exp.embeddings(model, cfg.posthoc_fit_split, **meta)
         targets = [test] if zs_emb is None else [test, zs_emb]
@@ -208,7 +236,10 @@ def evaluate_model(
         zs_emb = transformed[1] if zs_emb is not None else None
         assert method.text_map_ is not None
         class_emb = method.text_map_.apply(class_emb, renormalize=True, dtype=np.float32)
-    if cfg.captioning and decoder is None:
+        decoder = None  # the un-fixed model's decoder would not score the fix fairly
+        if cfg.captioning and cfg.posthoc_captioning == "own_decoder":
+            decoder = fit_caption_decoder(exp, model, cfg, progress=progress, posthoc=method)
+    elif cfg.captioning and decoder is None:
         decoder = fit_caption_decoder(exp, model, cfg, progress=progress)
     references = exp.split("test").captions if decoder is not None else None
     rows = gap_rows(test, seed=cfg.seed)

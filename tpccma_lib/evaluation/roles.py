@@ -77,8 +77,9 @@ def evaluate_roles(
 ) -> RunEvaluation:
     """Evaluate several models (roles) of one experiment, each with its post-hoc fixes.
 
-    One caption decoder is trained per model and reused across its post-hoc fixes (the
-    decoder reads image embeddings; see notebook 04 for what that means for text-side fixes).
+    One caption decoder is trained per model; each post-hoc fix gets one of its own, trained on
+    the fix's text map of the train captions (``cfg.posthoc_captioning``, see
+    :func:`~tpccma_lib.evaluation.model_report.evaluate_model`).
 
     Args:
         exp: the :class:`~tpccma_lib.experiment.Experiment`.

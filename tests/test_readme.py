@@ -155,3 +155,44 @@ def test_results_block_puts_the_original_model_first(tmp_path):
     (tmp_path / "empty").mkdir()
     assert original_model_row(tmp_path / "empty", summary.assign(run_dir="x")) is None
     assert "original model |" not in results_body(summary, None)
+
+
+def test_readme_figure_is_drawn_from_the_results_table_runs(tmp_path):
+    """docs/pareto.png comes from the same runs as the results table (the default grid), and
+    not at all while a run of that grid is missing."""
+    import json
+
+    from tpccma_lib.app.readme import draw_readme_figure
+
+    alphas, seeds = DEFAULT_GRID
+    sweep = tmp_path / "sweep"
+    summary = _summary(alphas, seeds)
+    summary["run_dir"] = [
+        str(sweep / f"alpha{a:g}-seed{s}")
+        for a, s in zip(summary.alpha_target, summary.seed, strict=True)
+    ]
+    for alpha, seed in zip(summary.alpha_target, summary.seed, strict=True):
+        run = sweep / f"alpha{alpha:g}-seed{seed}"
+        run.mkdir(parents=True)
+        roles = [("finetuned", 1.0 - alpha / 2)] + ([("base", 1.2)] if alpha == 0 else [])
+        rows = [
+            {"role": role, "posthoc": "identity", "task": t, "metric": m, "value": v * scale}
+            for role, scale in roles
+            for (t, m), v in {
+                ("gap", "raw_gap"): 0.5,
+                ("gap", "distribution_gap"): 0.3,
+                ("zero_shot", "accuracy"): 0.8,
+                ("captioning", "CIDEr"): 1.0,
+            }.items()
+        ]
+        pd.DataFrame(rows).to_csv(run / "results.csv", index=False)
+        (run / "done.json").write_text(
+            json.dumps({"parameters_04": {"alpha_target": alpha, "seed": seed}})
+        )
+    summary.to_csv(sweep / "summary.csv", index=False)
+    png = draw_readme_figure(tmp_path / "docs" / "pareto.png", sweep)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    summary[summary.alpha_target != 1.0].to_csv(sweep / "summary.csv", index=False)
+    with pytest.raises(ValueError, match="alpha 1 seed 0"):
+        draw_readme_figure(tmp_path / "other.png", sweep)
+    assert not (tmp_path / "other.png").exists()

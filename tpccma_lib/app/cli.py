@@ -364,6 +364,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_readme(args: argparse.Namespace) -> int:
     from tpccma_lib.app.readme import (
+        draw_readme_figure,
         update_calibration_section,
         update_cost_section,
         update_readme,
@@ -377,6 +378,8 @@ def _cmd_readme(args: argparse.Namespace) -> int:
     print(summary)
     readme = Path(args.readme) if args.readme else repo_root() / "README.md"
     written = update_readme(readme, Path(args.sweep), base_text=summary)
+    figure = draw_readme_figure(readme.parent / "docs" / "pareto.png", Path(args.sweep))
+    print(f"README figure redrawn from the same runs: {figure}")
     written += update_cost_section(readme)  # from benchmarks/results/cost_vitb32_*.csv
     calibration = repo_root() / "benchmarks" / "results" / "cma_weight_calibration.csv"
     written += update_calibration_section(readme, calibration)

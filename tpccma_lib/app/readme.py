@@ -34,6 +34,7 @@ __all__ = [
     "original_sentences",
     "original_model_row",
     "results_body",
+    "draw_readme_figure",
     "cost_section",
     "cost_block",
     "update_cost_section",
@@ -245,6 +246,29 @@ def update_readme(
     text = replace_section(text, "results", body)
     atomic_write_text(readme, text)
     return ["base", "results"]
+
+
+def draw_readme_figure(
+    path: str | os.PathLike[str],
+    sweep_dir: str | os.PathLike[str],
+    grid: tuple[tuple[float, ...], tuple[int, ...]] = DEFAULT_GRID,
+) -> Path:
+    """The README's Pareto figure from the same runs as its results table (``grid`` of
+    ``sweep_dir``, every run finished): both gap parts against the original model, the
+    alpha = 0 control and the post-hoc fixes (:func:`tpccma_lib.viz.sweep.save_pareto_png`)."""
+    from tpccma_lib.app.sweep import collect
+    from tpccma_lib.evaluation.tradeoff import sweep_points, tradeoff_summary, tradeoff_table
+    from tpccma_lib.viz.sweep import save_pareto_png
+
+    rows = default_grid_rows(pd.read_csv(Path(sweep_dir) / "summary.csv"), grid)
+    runs = [Path(str(r)).name for r in rows["run_dir"]]
+    tradeoff = tradeoff_table(sweep_points(collect(sweep_dir, runs=runs)))
+    alphas, seeds = grid
+    title = (
+        f"default sweep ({len(alphas)} alpha_target x {len(seeds)} seeds) vs post-hoc fixes - "
+        "captioned shapes, test split"
+    )
+    return save_pareto_png(tradeoff, tradeoff_summary(tradeoff), path, title=title)
 
 
 # ---------------------------------------------------------------- the cost block

@@ -75,6 +75,7 @@ def test_default_recipe_uses_the_budget_the_criterion_chose():
         ("budget", budget_section, "pretrain_budget.csv"),
         ("mechanism", mechanism_section, "gap_mechanism.csv"),
         ("heads", heads_section, "bench_heads.csv"),
+        ("matched", matched_section, "matched_gap.csv"),
     ],
 )
 def test_readme_block_is_generated_from_the_committed_csv(name, render, csv):

@@ -37,6 +37,15 @@ def _summary(alphas, seeds, status="done"):
     return pd.DataFrame(rows)
 
 
+def _with_run_dirs(summary, sweep):
+    """``summary`` with the ``run_dir`` column a sweep writes (one folder per alpha and seed)."""
+    summary["run_dir"] = [
+        str(sweep / f"alpha{a:g}-seed{s}")
+        for a, s in zip(summary.alpha_target, summary.seed, strict=True)
+    ]
+    return summary
+
+
 def _readme(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(
@@ -131,11 +140,7 @@ def test_results_block_puts_the_original_model_first(tmp_path):
 
     alphas, seeds = DEFAULT_GRID
     sweep = tmp_path / "sweep"
-    summary = _summary(alphas, seeds)
-    summary["run_dir"] = [
-        str(sweep / f"alpha{a:g}-seed{s}")
-        for a, s in zip(summary.alpha_target, summary.seed, strict=True)
-    ]
+    summary = _with_run_dirs(_summary(alphas, seeds), sweep)
     summary["zero_shot_accuracy"] = 0.80 - 0.02 * summary["alpha_target"]
     for seed, raw in zip(seeds, (0.60, 0.40), strict=True):  # mean 0.5
         base = {"raw_gap": raw, "distribution_gap": 0.3, "zero_shot_accuracy": 0.82, "cider": 1.0}
@@ -166,11 +171,7 @@ def test_readme_figure_is_drawn_from_the_results_table_runs(tmp_path):
 
     alphas, seeds = DEFAULT_GRID
     sweep = tmp_path / "sweep"
-    summary = _summary(alphas, seeds)
-    summary["run_dir"] = [
-        str(sweep / f"alpha{a:g}-seed{s}")
-        for a, s in zip(summary.alpha_target, summary.seed, strict=True)
-    ]
+    summary = _with_run_dirs(_summary(alphas, seeds), sweep)
     for alpha, seed in zip(summary.alpha_target, summary.seed, strict=True):
         run = sweep / f"alpha{alpha:g}-seed{seed}"
         run.mkdir(parents=True)

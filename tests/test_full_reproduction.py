@@ -182,7 +182,7 @@ def test_readme_full_reproduction_block_runs_on_standins(standins, tmp_path):
     text01 = _stream_text(executed[0])
     assert "W2^2 identity holds (relative error < 1e-6): True" in text01
     text05 = _stream_text(executed[4])
-    assert "Trade-off, means over seeds" in text05
+    assert "Trade-off against the original model, means over seeds" in text05
     assert "R² of task metric (rows) on gap metric (columns)" in text05
     assert "Paper (COCO / CIFAR-10, CLIP ViT-B/32) vs this project" in text05
 

@@ -40,7 +40,10 @@ REPORT_SIZES = (
     """ "decoder_steps": 10, "posthoc_methods": "shift"}'"""
 )
 #: smoke sizes of `tpccma sweep` (notebooks 03 + 04) and of `torchrun ... train`
-SWEEP_SIZES = " --param steps=6 --param batch_size=16 --param eval_every=3 --param decoder_steps=10"
+SWEEP_SIZES = (
+    " --param steps=6 --param batch_size=16 --param eval_every=3 --param decoder_steps=10"
+    " --param posthoc_methods=shift"  # one fix: each fix trains a caption decoder of its own
+)
 TRAIN_SIZES = " --steps 6 --batch-size 16 --eval-every 3"
 
 

@@ -780,6 +780,12 @@ def test_sweep_runs_skip_the_per_run_extras(tmp_path: Path) -> None:
     p03, p04 = run_parameters(0.5, 0, paths, parameters={"control": True, "uncertainty": True})
     assert p03["control"] is True and p04["uncertainty"] is True
     assert p03["alpha_target"] == p04["alpha_target"] == 0.5
+    # the base model's fixes: every one by default, the user's choice when given, none in the
+    # runs that do not evaluate the base model
+    assert run_parameters(0.0, 0, paths, with_posthoc=True)[1]["posthoc_methods"] == "all"
+    chosen = {"posthoc_methods": "shift"}
+    assert run_parameters(0.0, 0, paths, chosen, with_posthoc=True)[1]["posthoc_methods"] == "shift"
+    assert run_parameters(0.5, 0, paths, chosen)[1]["posthoc_methods"] == "none"
 
 
 def test_fix_decoder_learns_the_fixed_captions(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -236,7 +236,7 @@ def run_parameters(
     ``parameters`` go to both notebooks (a notebook ignores names it does not define), over
     :data:`SWEEP_DEFAULTS_03` for notebook 03 and :data:`SWEEP_DEFAULTS_04` for notebook 04; the run's own alpha, seed and paths override
     them. ``with_posthoc`` makes notebook 04 also
-    evaluate the base model with every post-hoc method (the sweep asks it of the smallest
+    evaluate the base model with every post-hoc method (or the ``posthoc_methods`` given) (the sweep asks it of the smallest
     alpha's runs only: the base model is the same for every alpha of a seed).
     """
     common = {**(parameters or {}), "alpha_target": float(alpha), "seed": int(seed)}
@@ -248,7 +248,7 @@ def run_parameters(
         "results_csv": str(paths.results_csv),
         "train_if_missing": False,
         "include_base": bool(with_posthoc),
-        "posthoc_methods": "all" if with_posthoc else "none",
+        "posthoc_methods": common.get("posthoc_methods", "all") if with_posthoc else "none",
     }
     return params_03, params_04
 

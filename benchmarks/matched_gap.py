@@ -97,23 +97,24 @@ def matched_row(
     name: str,
     cfg: TrainConfig,
     target: float,
-    control: tuple[Any, float],
+    control_run: tuple[Any, float],
     tmp: Path,
     smoke: bool,
 ) -> dict[str, object]:
     """Search the alpha of variant ``name`` (settings ``cfg``) that reaches ``target``; its row.
-    ``control``: the alpha = 0 model and its validation distribution gap. A target out of
+    ``control_run``: the alpha = 0 model and its validation distribution gap. A target out of
     reach in ``[0, ALPHA_HI]`` gives the nearer end, marked not converged."""
-    control, control_gap = control
+    control, control_gap = control_run
     started = time.perf_counter()
-    models: dict[float, Any] = {}
+    models: dict[float, Any] = {0.0: control}
+    gaps: dict[float, float] = {0.0: control_gap}
 
     def measure(alpha: float) -> float:
         result = exp.finetune(replace(cfg, alpha_target=alpha), tmp / f"alpha{alpha:.6f}")
         models[alpha] = result.model
-        gap = val_distribution_gap(exp, result.model)
-        print(f"  {name}: alpha {alpha:.4f} -> val distribution gap {gap:.4f}", flush=True)
-        return gap
+        gaps[alpha] = val_distribution_gap(exp, result.model)
+        print(f"  {name}: alpha {alpha:.4f} -> val distribution gap {gaps[alpha]:.4f}", flush=True)
+        return gaps[alpha]
 
     try:
         found = find_alpha_for_target(
@@ -129,16 +130,14 @@ def matched_row(
     except MatchedGapError as exc:  # the target is out of this variant's reach: say so
         print(f"  {name}: {exc}", flush=True)
         alpha = ALPHA_HI if ALPHA_HI in models else 0.0
-        value = control_gap if alpha == 0.0 else val_distribution_gap(exp, models[alpha])
-        converged, n_evals = False, len(models)
-    model = models[alpha] if alpha in models else control
+        value, converged, n_evals = gaps[alpha], False, len(models) - 1  # the control was given
     return {
         "variant": name,
         "alpha": round(alpha, 5),
         "val_distribution_gap": round(value, 5),
         "converged": converged,
         "n_evals": n_evals,
-        **test_metrics(exp, model, name, smoke),
+        **test_metrics(exp, models[alpha], name, smoke),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -151,11 +150,9 @@ def measure_all(runs: Path, smoke: bool) -> list[dict[str, object]]:
         pretrain=replace(PRETRAIN_CONFIG, steps=5, batch_size=16) if smoke else PRETRAIN_CONFIG,
         progress=False,
     )
-    recipe = (
-        replace(FINETUNE_CONFIG, steps=10, batch_size=16, eval_every=0)
-        if smoke
-        else (replace(FINETUNE_CONFIG, eval_every=0))
-    )
+    recipe = replace(FINETUNE_CONFIG, eval_every=0)
+    if smoke:
+        recipe = replace(recipe, steps=10, batch_size=16)
     variants = dict(list(VARIANTS.items())[:2]) if smoke else VARIANTS
     base = exp.base_model()
     base_gap = val_distribution_gap(exp, base)

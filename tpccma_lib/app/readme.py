@@ -613,7 +613,6 @@ def heads_section(csv_path: str | os.PathLike[str]) -> str:
     )
 
 
-#: README blocks written from one benchmark CSV each: block name -> renderer.
 def matched_section(csv_path: str | os.PathLike[str]) -> str:
     """The README's matched-gap block from ``benchmarks/matched_gap.py``'s CSV: every scheduler
     rule and curriculum at the alpha that reaches one validation distribution gap, on test."""
@@ -667,6 +666,7 @@ def matched_section(csv_path: str | os.PathLike[str]) -> str:
     )
 
 
+#: README blocks written from one benchmark CSV each: block name -> renderer.
 CSV_SECTIONS = {
     "budget": budget_section,
     "mechanism": mechanism_section,

@@ -234,10 +234,11 @@ def run_parameters(
     """Papermill parameters of notebooks 03 and 04 for one run.
 
     ``parameters`` go to both notebooks (a notebook ignores names it does not define), over
-    :data:`SWEEP_DEFAULTS_03` for notebook 03 and :data:`SWEEP_DEFAULTS_04` for notebook 04; the run's own alpha, seed and paths override
-    them. ``with_posthoc`` makes notebook 04 also
-    evaluate the base model with every post-hoc method (or the ``posthoc_methods`` given) (the sweep asks it of the smallest
-    alpha's runs only: the base model is the same for every alpha of a seed).
+    :data:`SWEEP_DEFAULTS_03` for notebook 03 and :data:`SWEEP_DEFAULTS_04` for notebook 04;
+    the run's own alpha, seed and paths override them. ``with_posthoc`` makes notebook 04 also
+    evaluate the base model with every post-hoc method, or with the ``posthoc_methods`` given
+    (the sweep asks it of the smallest alpha's runs only: the base model is the same for every
+    alpha of a seed).
     """
     common = {**(parameters or {}), "alpha_target": float(alpha), "seed": int(seed)}
     params_03 = {**SWEEP_DEFAULTS_03, **common, "out_dir": str(paths.finetune_dir)}

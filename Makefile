@@ -15,17 +15,16 @@ setup-dev:
 run: setup
 	$(VENV)/bin/tpccma report
 
-# Unit/property/DDP/CLI/browser tests, then the committed notebooks re-executed under nbval,
-# every printed output compared after the sanitisers (see README, "Tests"). One torch thread per
-# kernel, as when the stored outputs were made (make refresh-notebooks).
-NBVAL := --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider
-# = tpccma_lib.app.notebooks.STORED_OUTPUT_ENV (a test keeps them equal): one torch thread and
-# the AVX2 code paths, the arithmetic the stored outputs were made with on any x86 machine.
-NBVAL_ENV := TPCCMA_THREADS=1 ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENBLAS_CORETYPE=Haswell
+# One pytest session: the unit/property/DDP/CLI/browser tests and the committed notebooks
+# re-executed under nbval, every printed output compared after the sanitisers (see README,
+# "Tests"), spread over TEST_JOBS CPU workers. conftest.py runs the notebooks in order on one
+# worker, each kernel with the environment the stored outputs were made with
+# (tpccma_lib.app.notebooks.STORED_OUTPUT_ENV), and starts the longest units first.
+TEST_JOBS ?= 2
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
-	$(PY) -m pytest tests -p no:cacheprovider --durations=15
-	$(NBVAL_ENV) $(PY) -m pytest --nbval $(NBVAL) notebooks/
+	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder -p no:cacheprovider --durations=15 $(NBVAL) tests notebooks
 
 lint:
 	$(PY) -m ruff check tpccma_lib tests benchmarks

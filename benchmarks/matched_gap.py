@@ -10,8 +10,9 @@ rule protects the contrastive objective" and "the rule aligns less" cannot be to
 every variant runs at the alpha that brings the **validation** distribution gap to one target,
 and only then is it compared on the tasks.
 
-**What it does.** For each variant of :data:`VARIANTS` (the default rule, the other rules, no
-scheduler, and CMA from step 0 without the three phases) it searches alpha in ``[0, ALPHA_HI]``
+**What it does.** For each variant of :data:`VARIANTS` (the default rule, the same rule
+measured on every step, the other rules, no scheduler, and CMA from step 0 without the three
+phases) it searches alpha in ``[0, ALPHA_HI]``
 with :func:`tpccma_lib.training.matched_gap.find_alpha_for_target` (regula falsi, at most
 ``MAX_EVALS`` fine-tunes, tolerance ``TOL``) so that the validation distribution gap is
 ``1 - REDUCTION`` times the original model's. Every fine-tune is the notebook-03 recipe
@@ -54,6 +55,7 @@ from tpccma_lib.training.matched_gap import MatchedGapError, find_alpha_for_targ
 #: variant -> TrainConfig overrides of FINETUNE_CONFIG (the first is the default recipe).
 VARIANTS: dict[str, dict[str, Any]] = {
     "lr rule (default)": {},
+    "lr rule, measured every step": {"measure_every": 1},
     "PCGrad": {"conflict_rule": "pcgrad"},
     "scale alpha": {"conflict_rule": "scale"},
     "no scheduler": {"gradient_aware": False},

@@ -102,6 +102,32 @@ def test_recovery_after_the_conflict_ends():
     assert tempering.multipliers()[1] == 1.0
 
 
+def test_rate_steps_make_the_interval_a_cost_setting_not_a_strength():
+    """With rate_steps = 20, 40 steps of conflict then 40 clean ones leave the same multiplier
+    whether the rule measures every step, every 5th or every 20th: shrink**2 * recovery**2
+    (closed form), where per-measurement factors would give shrink**40 (at the floor)."""
+    ends, conflicted = [], []
+    for every in (1, 5, 20):
+        tempering = _tempering(measure_every=every, rate_steps=20, floor=1e-3)
+        shrink, recovery = tempering.config.factors()
+        assert shrink == pytest.approx(SHRINK ** (every / 20))
+        assert recovery == pytest.approx(RECOVERY ** (every / 20))
+        _run(tempering, range(40), lambda step: True)
+        conflicted.append(tempering.multipliers()[0])
+        _run(tempering, range(40, 80), lambda step: False)
+        ends.append(tempering.multipliers()[0])
+        assert tempering.multipliers()[1] == 1.0
+    np.testing.assert_allclose(conflicted, [SHRINK**2] * 3, rtol=1e-9)
+    np.testing.assert_allclose(ends, [SHRINK**2 * RECOVERY**2] * 3, rtol=1e-9)
+    per_measurement = _tempering(measure_every=1, floor=1e-3)  # rate_steps None: the old rule
+    assert per_measurement.config.factors() == (SHRINK, RECOVERY)
+    _run(per_measurement, range(40), lambda step: True)
+    assert per_measurement.multipliers()[0] == 1e-3  # 0.5**40, held at the floor
+    for bad in (0, 2.5, True):
+        with pytest.raises(LRTemperingError, match="rate_steps"):
+            LRTemperingConfig(rate_steps=bad)
+
+
 def test_floor_holds_under_a_long_conflict():
     tempering = _tempering()
     for k in range(1, 51):

@@ -192,15 +192,67 @@ def test_sanitizers_leave_printed_numbers_alone(capsys):
     assert _sanitize(changed) != _sanitize(printed)  # a real change still shows
 
 
-def test_nbval_runs_with_the_environment_the_stored_outputs_were_made_with():
-    """make test's nbval kernels and `tpccma refresh-notebooks` share one environment."""
+def test_nbval_kernels_start_with_the_environment_the_stored_outputs_were_made_with(monkeypatch):
+    """make test's nbval kernels and `tpccma refresh-notebooks` share one environment: the
+    root conftest sets it while nbval sets a notebook cell up (and starts the kernel), only
+    for notebook cells, and restores the worker's own afterwards."""
+    import conftest
     from tpccma_lib.app.notebooks import STORED_OUTPUT_ENV
 
+    class Item:  # the two attributes the hook reads
+        def __init__(self, path: str) -> None:
+            self.path = Path(path)
+
+    for key in STORED_OUTPUT_ENV:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("TPCCMA_THREADS", "2")
+    for path, inside in (
+        ("notebooks/01_gap_decomposition.ipynb", STORED_OUTPUT_ENV),
+        ("tests/test_cli.py", {"TPCCMA_THREADS": "2"}),
+    ):
+        hook = conftest.pytest_runtest_setup(Item(path))
+        next(hook)  # pytest runs the setup (nbval: the kernel starts) here
+        assert {k: os.environ[k] for k in STORED_OUTPUT_ENV if k in os.environ} == inside, path
+        with pytest.raises(StopIteration):
+            next(hook)
+        assert os.environ["TPCCMA_THREADS"] == "2"
+        assert "ATEN_CPU_CAPABILITY" not in os.environ
     makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text(encoding="utf-8")
-    line = next(x for x in makefile.splitlines() if x.startswith("NBVAL_ENV :="))
-    pairs = dict(item.split("=", 1) for item in line.split(":=", 1)[1].split())
-    assert pairs == STORED_OUTPUT_ENV
-    assert "$(NBVAL_ENV) $(PY) -m pytest --nbval" in makefile
+    assert re.search(r"^\t\$\(PY\) -m pytest .*\$\(NBVAL\) tests notebooks$", makefile, re.M)
+
+
+def test_notebook_cells_run_in_order_on_one_worker_and_first():
+    """Under xdist the notebooks (sharing runs/) are one unit, scheduled before the tests."""
+    import conftest
+
+    class Item:
+        def __init__(self, path: str, marks: tuple[str, ...] = ()) -> None:
+            self.path, self.marks, self.added = Path(path), marks, []
+
+        def get_closest_marker(self, name: str) -> object | None:
+            return name if name in self.marks else None
+
+        def add_marker(self, mark: object) -> None:
+            self.added.append(mark)
+
+    items = [
+        Item("tests/test_cli.py"),
+        Item("tests/test_cli.py", ("slow",)),
+        Item("notebooks/02_cma_loss.ipynb"),
+        Item("tests/test_full_reproduction.py", ("slow", "e2e")),
+        Item("notebooks/01_gap_decomposition.ipynb"),
+        Item("notebooks/01_gap_decomposition.ipynb"),
+    ]
+    notebook_cells = [items[2], items[4], items[5]]
+    conftest.pytest_collection_modifyitems(None, items)
+    assert items[:3] == notebook_cells  # first, in their own order
+    assert [i.path.name for i in items[3:]] == [
+        "test_full_reproduction.py",
+        "test_cli.py",
+        "test_cli.py",
+    ] and items[4].marks == ("slow",)
+    groups = {m.args for cell in notebook_cells for m in cell.added}
+    assert groups == {("notebooks",)} and not any(i.added for i in items[3:])
 
 
 def test_run_all_starts_kernels_with_the_pinned_arithmetic(monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -76,16 +77,19 @@ def test_the_two_commands_are_what_ci_runs():
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_command_line_block_runs_at_smoke_size(tmp_path):
     """`tpccma pretrain/train/evaluate/sweep/report` exactly as the README shows them."""
     commands = _block("The command line")
     assert commands, "README's command-line block is empty"
     env = {**os.environ, "TPCCMA_RUNS": str(tmp_path / "runs"), "TPCCMA_THREADS": "1"}
+    timings = {}
     for line in commands:
         argv = shlex.split(line)
         assert argv[0] == "tpccma", f"README command {line!r} is not a tpccma command"
         sub = argv[1]
         assert sub in SMOKE, f"README command {line!r} has no smoke size in this test"
+        started = time.perf_counter()
         done = subprocess.run(
             [str(TPCCMA), *argv[1:], *SMOKE[sub]],
             cwd=tmp_path,
@@ -94,9 +98,11 @@ def test_command_line_block_runs_at_smoke_size(tmp_path):
             text=True,
             timeout=900,
         )
+        timings[" ".join(argv[:3])] = round(time.perf_counter() - started)
         assert done.returncode == 0, (
             f"{line!r} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
+    print("command timings (s):", timings)
     assert (tmp_path / "runs" / "ft" / "a0.05" / "final.pt").exists()
     assert (tmp_path / "runs" / "eval.csv").stat().st_size > 0
     assert (tmp_path / "runs" / "sweep" / "summary.csv").exists()

@@ -267,6 +267,23 @@ def test_parameters_override_sweep_defaults(tmp_path: Path) -> None:
     assert runner.calls[0][1]["ablation"] is True
 
 
+def test_a_run_is_the_same_however_its_defaults_are_spelled(tmp_path: Path) -> None:
+    """Notebook 05 names every data and model setting, `tpccma sweep` only those on its
+    command line: a run made by one is resumed by the other when the settings agree, and
+    redone when a setting really differs (amp="bf16" against the notebooks' "none")."""
+    out = tmp_path / "sweep"
+    spelled_out = {"dataset": "shapes", "root": None, "amp": "none", "workers": 4, "steps": 5}
+    spelled_out["ablation"] = False  # the sweep's default for 03; 04 does not declare it
+    run_sweep([0.0], [0], out, parameters=spelled_out, runner=FakeRunner(), progress=False)
+    resumed = FakeRunner()
+    summary = run_sweep([0.0], [0], out, parameters={"steps": 5}, runner=resumed, progress=False)
+    assert summary.status.tolist() == ["skipped"] and resumed.calls == []
+    redone = FakeRunner()
+    other = {"steps": 5, "amp": "bf16"}
+    summary = run_sweep([0.0], [0], out, parameters=other, runner=redone, progress=False)
+    assert summary.status.tolist() == ["done"] and len(redone.calls) == 2
+
+
 def test_rerun_with_other_parameters_redoes_run(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     run_sweep([0.0], [0], out, parameters={"steps": 5}, runner=FakeRunner(), progress=False)

@@ -2,10 +2,11 @@
 
 import json
 
+import pytest
 import torch
 
 from tests.test_train import fresh, small_cfg, synthetic_inputs
-from tpccma_lib.training.loop import _Setup, lr_tempering_config, train
+from tpccma_lib.training.loop import LR_RULE_RATE_STEPS, _Setup, lr_tempering_config, train
 
 
 def _log(run_dir):
@@ -21,6 +22,8 @@ def test_one_parameter_group_per_tensor_and_multipliers_applied():
     assert tempering is not None and list(tempering.names) == trainable
     assert len(run.optimizer.param_groups) == len(trainable)
     assert tempering.config == lr_tempering_config(cfg)
+    assert tempering.config.rate_steps == LR_RULE_RATE_STEPS == 20  # shrink per 20 steps
+    assert tempering.config.factors()[0] == pytest.approx(cfg.conflict_shrink ** (1 / 20))
     tempering._multipliers[:] = 1.0
     tempering._multipliers[0] = 0.25  # as if the first tensor had conflicted twice
     run.objective.set_lr(run.optimizer, 1e-2)

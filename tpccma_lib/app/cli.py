@@ -166,7 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--alphas", default=",".join(f"{a:g}" for a in alphas))
     s.add_argument("--seeds", default=",".join(str(seed) for seed in seeds))
     s.add_argument("--jobs", type=int, default=1)
-    s.add_argument("--out", default="runs/sweep")
+    s.add_argument(
+        "--out",
+        default=None,
+        help="sweep folder (default: runs/sweep for the embedded default; for another data set "
+        "or model the keyed runs/sweep/<dataset>-<model>-<key>, notebook 05's folder)",
+    )
     s.add_argument(
         "--param",
         action="append",
@@ -322,14 +327,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     """Exit 0 when every run finished, 1 when any failed (listed), 130 on Ctrl-C."""
-    from tpccma_lib.app.sweep import SweepInterrupted, parse_grid, run_sweep
+    from tpccma_lib.app.sweep import SweepInterrupted, default_out_dir, parse_grid, run_sweep
     from tpccma_lib.atomic import check_writable
 
     alphas, seeds = parse_grid(args.alphas, args.seeds)
     parameters = _params(args.param)
-    check_writable(args.out, "--out")
+    out = args.out if args.out is not None else default_out_dir(parameters)
+    check_writable(out, "--out")
     try:
-        summary = run_sweep(alphas, seeds, out_dir=args.out, jobs=args.jobs, parameters=parameters)
+        summary = run_sweep(alphas, seeds, out_dir=out, jobs=args.jobs, parameters=parameters)
         code = 0
     except SweepInterrupted as exc:
         summary, code = exc.summary, 130

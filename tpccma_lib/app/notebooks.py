@@ -77,6 +77,25 @@ def notebook_parameters(name: str) -> frozenset[str]:
     return frozenset(pm.inspect_notebook(str(src)))
 
 
+def notebook_defaults(name: str) -> dict[str, Any]:
+    """The defaults of the parameters notebook ``name`` declares, as Python values (a default
+    that is not a literal, e.g. an expression, is left out)."""
+    import ast
+
+    import papermill as pm
+
+    src = notebook_dir() / f"{name}.ipynb"
+    if not src.exists():
+        raise FileNotFoundError(f"no notebook {src}; available: {_available()}")
+    defaults: dict[str, Any] = {}
+    for key, info in pm.inspect_notebook(str(src)).items():
+        try:
+            defaults[key] = ast.literal_eval(str(info.get("default")))
+        except (SyntaxError, ValueError):
+            continue
+    return defaults
+
+
 def check_parameter_names(parameters: dict[str, Any], names: Sequence[str]) -> None:
     """Refuse a parameter that none of the notebooks ``names`` declares (a typo would otherwise
     be ignored silently); the error lists each notebook's parameters."""

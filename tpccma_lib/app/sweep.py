@@ -152,6 +152,22 @@ def _duplicates(values: Sequence[Any], items: Sequence[str], what: str) -> None:
         seen[value] = item
 
 
+def default_out_dir(parameters: dict[str, Any] | None = None) -> Path:
+    """Where ``tpccma sweep`` writes without ``--out``: ``runs/sweep`` for the embedded default;
+    for another data set or model the keyed ``$TPCCMA_RUNS/sweep/<dataset>-<model>-<key>``,
+    the folder notebook 05 sweeps into with the same parameters (so the README's full
+    reproduction resumes the runs its report made, and never redoes the embedded sweep's)."""
+    from tpccma_lib.data.config import DataConfig
+    from tpccma_lib.experiment import Experiment, config_from_params
+    from tpccma_lib.models import ModelConfig
+
+    params = dict(parameters or {})
+    exp = Experiment(
+        config_from_params(DataConfig, params), config_from_params(ModelConfig, params)
+    )
+    return exp.run_dir("sweep", "") if exp.run_tag else Path("runs/sweep")
+
+
 def parse_grid(alphas: str, seeds: str) -> tuple[list[float], list[int]]:
     """Parse the sweep grid from comma-separated text.
 
@@ -254,6 +270,36 @@ def run_parameters(
     return params_03, params_04
 
 
+#: The notebooks of one run, by the key of their parameters in ``done.json``.
+RUN_NOTEBOOKS = {"parameters_03": "03_curriculum_training", "parameters_04": "04_evaluation"}
+
+
+def effective_parameters(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
+    """``parameters`` without the entries equal to the notebook's own defaults and without
+    those it does not declare (papermill passes them, the notebook never reads them): the
+    settings that make the run differ from the notebook as written (``amp="none"`` given or
+    not is the same run)."""
+    from tpccma_lib.app.notebooks import notebook_defaults, notebook_parameters
+
+    declared, defaults = notebook_parameters(notebook), notebook_defaults(notebook)
+    missing = object()
+    return {k: v for k, v in parameters.items() if k in declared and defaults.get(k, missing) != v}
+
+
+def same_run(done: dict[str, Any], record: dict[str, Any]) -> bool:
+    """True when a finished run's ``done.json`` was made with the settings of ``record``
+    (``{"parameters_03": ..., "parameters_04": ...}``), however they were spelled: notebook
+    05 names every data and model setting, ``tpccma sweep`` only those given on its command
+    line, and both resume the same runs."""
+    for key, notebook in RUN_NOTEBOOKS.items():
+        saved = done.get(key)
+        if not isinstance(saved, dict):
+            return False
+        if effective_parameters(notebook, saved) != effective_parameters(notebook, record[key]):
+            return False
+    return True
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically (:func:`tpccma_lib.atomic.atomic_write_text`)."""
     atomic_write_text(path, text)
@@ -343,7 +389,7 @@ def _run_locked(
     params_03, params_04 = run_parameters(alpha, seed, paths, parameters, with_posthoc)
     record = {"parameters_03": params_03, "parameters_04": params_04}
     done = _read_done(paths)
-    if done is not None and {k: done.get(k) for k in record} == record:
+    if done is not None and same_run(done, record):
         try:
             numbers = _headline_of(paths.results_csv)
         except (OSError, ValueError, pd.errors.ParserError):

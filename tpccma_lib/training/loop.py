@@ -129,8 +129,10 @@ class TrainConfig(Settings):
     max_norm_ratio: float = 1.0  # "lr": norm problem above it; "pcgrad"/"scale": cap on the ratio
     # ||alpha grad L_CMA|| / ||grad L_clip||
     conflict_threshold: float = 0.0  # gradient cosine below which the two objectives conflict
-    recovery: float = 1.25  # "lr"/"scale": per-measurement recovery of a multiplier, up to 1
-    conflict_shrink: float = 0.5  # "lr"/"scale": multiplier factor on a measured problem
+    recovery: float = 1.25  # "lr": recovery of a multiplier per 20 clean steps (LR_RULE_RATE_
+    # STEPS), up to 1; "scale": per clean measurement
+    conflict_shrink: float = 0.5  # "lr": multiplier factor per 20 problem steps; "scale": per
+    # measured problem
     min_tempering: float = 0.05  # "lr"/"scale": floor of a multiplier after shrinking
     # lambda_c, lambda_d: only alpha * lambda matters; these put alpha's range 0.01..1 where the gap
     # moves (benchmarks/calibrate_cma_weights.py; README "Choosing the CMA weights")
@@ -615,9 +617,16 @@ class _Objective:
         return grads, logged, telemetry
 
 
+#: The lr rule's ``conflict_shrink`` and ``recovery`` are rates per this many steps (the default
+#: ``measure_every``), so measuring every k steps applies ``shrink**(k / 20)``: the interval
+#: then sets how often the rule looks, not how hard it brakes (measured: benchmarks/matched_gap.py).
+LR_RULE_RATE_STEPS = 20
+
+
 def lr_tempering_config(cfg: TrainConfig) -> LRTemperingConfig:
     """The per-tensor LR rule's settings from a run's: conflict_threshold, max_norm_ratio,
-    measure_every, shrink = conflict_shrink, recovery, floor = min_tempering."""
+    measure_every, shrink = conflict_shrink, recovery, floor = min_tempering, and
+    ``rate_steps`` = :data:`LR_RULE_RATE_STEPS`."""
     return LRTemperingConfig(
         conflict_threshold=cfg.conflict_threshold,
         max_norm_ratio=cfg.max_norm_ratio,
@@ -625,6 +634,7 @@ def lr_tempering_config(cfg: TrainConfig) -> LRTemperingConfig:
         recovery=cfg.recovery,
         floor=cfg.min_tempering,
         measure_every=cfg.measure_every,
+        rate_steps=LR_RULE_RATE_STEPS,
     )
 
 

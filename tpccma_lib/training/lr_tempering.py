@@ -12,7 +12,14 @@ measurement step (``step % measure_every == 0``), with ``g_c`` the gradient of L
     m_i    <- max(m_i * shrink, floor)      if problem
     m_i    <- min(m_i * recovery, 1)        otherwise
 
-and the optimiser applies ``lr_i = base_lr * m_i`` through one parameter group per tensor
+where, with ``rate_steps`` set, ``shrink`` and ``recovery`` are rates per ``rate_steps`` steps and
+a measurement every ``k`` steps applies ``shrink**(k / rate_steps)`` and
+``recovery**(k / rate_steps)`` (each measured state stands for the ``k`` steps up to the next
+measurement), so the measurement interval is a cost setting, not part of the rule's strength:
+20 problem measurements one step apart shrink ``m`` as much as one measurement after 20 steps.
+Without ``rate_steps`` (None) the factors act per measurement, as written above.
+
+The optimiser applies ``lr_i = base_lr * m_i`` through one parameter group per tensor
 (:func:`param_groups`, :meth:`LRTempering.apply`). Between measurements the multipliers are
 frozen (the trainer may then skip the two separate backward passes); recovery happens on the
 next measurements without a problem, which makes the reduction temporary. After k consecutive
@@ -65,6 +72,7 @@ class LRTemperingConfig:
     recovery: float = 1.25  # m <- min(1, m * recovery) on a clean measurement, >= 1
     floor: float = 0.05  # lowest multiplier, in (0, 1]
     measure_every: int = 10  # measure on steps with step % measure_every == 0
+    rate_steps: int | None = None  # shrink/recovery per this many steps (None: per measurement)
 
     def __post_init__(self) -> None:
         for name in ("conflict_threshold", "max_norm_ratio", "shrink", "recovery", "floor"):
@@ -91,6 +99,20 @@ class LRTemperingConfig:
         every = self.measure_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise LRTemperingError(f"measure_every must be an int >= 1, got {every!r}.")
+        rate = self.rate_steps
+        if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int) or rate < 1):
+            raise LRTemperingError(
+                f"rate_steps must be None (factors per measurement) or an int >= 1 (factors "
+                f"per that many steps), got {rate!r}."
+            )
+
+    def factors(self) -> tuple[float, float]:
+        """(shrink, recovery) applied by one measurement: the configured ones, raised to
+        ``measure_every / rate_steps`` when ``rate_steps`` is set."""
+        if self.rate_steps is None:
+            return float(self.shrink), float(self.recovery)
+        exponent = self.measure_every / self.rate_steps
+        return float(self.shrink) ** exponent, float(self.recovery) ** exponent
 
 
 def _named(params: ParamsLike) -> list[tuple[str, Tensor]]:
@@ -254,8 +276,9 @@ class LRTempering:
         norm = has_clip & (ratio > cfg.max_norm_ratio)
         problem = direction | norm
         m = self._multipliers
+        shrink, recovery = cfg.factors()
         self._multipliers = np.where(
-            problem, np.maximum(m * cfg.shrink, cfg.floor), np.minimum(m * cfg.recovery, 1.0)
+            problem, np.maximum(m * shrink, cfg.floor), np.minimum(m * recovery, 1.0)
         )
         self.measurements += 1
         self.conflict_counts += problem

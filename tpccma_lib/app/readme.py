@@ -666,12 +666,21 @@ def matched_section(csv_path: str | os.PathLike[str]) -> str:
     )
 
 
+def r2_section(csv_path: str | os.PathLike[str]) -> str:
+    """The README's ``r2`` block from ``benchmarks/r2_study.py``'s CSV
+    (:func:`tpccma_lib.evaluation.analysis.r2_study_section`)."""
+    from tpccma_lib.evaluation.analysis import r2_study_section
+
+    return r2_study_section(csv_path)
+
+
 #: README blocks written from one benchmark CSV each: block name -> renderer.
 CSV_SECTIONS = {
     "budget": budget_section,
     "mechanism": mechanism_section,
     "heads": heads_section,
     "matched": matched_section,
+    "r2": r2_section,
 }
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from tpccma_lib.atomic import atomic_write_text
+from tpccma_lib.evaluation.analysis import METRIC_LABELS
 
 __all__ = [
     "DEFAULT_GRID",
@@ -49,17 +50,7 @@ COST_CSVS = (
     "benchmarks/results/cost_vitb32_cuda.csv",
 )
 
-COLUMNS = {
-    "alpha_target": "α_target",
-    "raw_gap": "raw gap",
-    "centroid_gap": "centroid gap",
-    "distribution_gap": "distribution gap",
-    "zero_shot_accuracy": "zero-shot acc.",
-    "clustering_ari": "joint k-means ARI",
-    "cider": "CIDEr",
-    "i2t_R@1": "R@1 i→t",
-    "t2i_R@1": "R@1 t→i",
-}
+COLUMNS = {"alpha_target": "α_target", **METRIC_LABELS}
 
 
 def replace_section(text: str, name: str, body: str) -> str:

@@ -475,7 +475,8 @@ def r2_study_table(
 #: What the paper reports (arXiv 2604.00279): R² of task quality on each gap metric.
 PAPER_R2 = {"distribution_gap": 0.986, "raw_gap": 0.691}
 
-_LABELS = {
+#: How tables name the gap and task metrics (README blocks share it).
+METRIC_LABELS = {
     "raw_gap": "raw gap",
     "centroid_gap": "centroid gap",
     "distribution_gap": "distribution gap",
@@ -537,7 +538,7 @@ def r2_study_section(csv_path: str | os.PathLike[str]) -> str:
     gaps = list(dict.fromkeys(frame["gap_metric"]))
     compared = [g for g in gaps if g != reference]
     target = "distribution_gap" if "distribution_gap" in compared else compared[-1]
-    label = _LABELS.get
+    label = METRIC_LABELS.get
     lines = [
         f"Measured by `benchmarks/r2_study.py` on the test split of captioned shapes "
         f"(`{Path(csv_path).name}`; the models' numbers in `r2_points.csv`): a least-squares line "

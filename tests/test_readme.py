@@ -162,6 +162,25 @@ def test_results_block_puts_the_original_model_first(tmp_path):
     assert "original model |" not in results_body(summary, None)
 
 
+def test_results_block_says_how_far_the_seeds_lie_apart():
+    """The spread sentence: per metric the largest max - min over seeds at one alpha (pandas
+    by hand here), and nothing with one seed."""
+    from tpccma_lib.app.readme import seed_spread_sentence
+
+    rows = pd.DataFrame(
+        {
+            "alpha_target": [0.0, 0.0, 0.5, 0.5, 0.5],
+            "seed": [0, 1, 0, 1, 2],
+            "status": ["done", "done", "done", "skipped", "failed"],
+            "raw_gap": [0.40, 0.43, 0.20, 0.21, 9.0],  # the failed run is not counted
+            "zero_shot_accuracy": [0.80, 0.79, 0.75, 0.78, 0.0],
+        }
+    )
+    text = seed_spread_sentence(rows)
+    assert "raw gap 0.030 (α = 0)" in text and "zero-shot acc. 0.030 (α = 0.5)" in text
+    assert seed_spread_sentence(rows[rows.seed == 0]) == ""
+
+
 def test_readme_figure_is_drawn_from_the_results_table_runs(tmp_path):
     """docs/pareto.png comes from the same runs as the results table (the default grid), and
     not at all while a run of that grid is missing."""

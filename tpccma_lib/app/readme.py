@@ -167,6 +167,30 @@ def original_sentences(
     return _change_sentence(mean, original, alphas, lead)
 
 
+def seed_spread_sentence(rows: pd.DataFrame) -> str:
+    """How far the seeds lie apart: per metric, the largest (max - min over seeds) at any
+    alpha, and the alpha where it is; "" with one seed per alpha."""
+    done = rows[rows["status"].isin(["done", "skipped"])] if "status" in rows else rows
+    if done.groupby("alpha_target")["seed"].nunique().max() < 2:
+        return ""
+    metrics = [
+        c for c in COLUMNS if c in done.columns and c not in ("alpha_target", "centroid_gap")
+    ]
+    grouped = done.groupby("alpha_target")[metrics]
+    spread = grouped.max() - grouped.min()
+    parts = [
+        f"{COLUMNS[m]} {spread[m].max():.3f} (α = {spread[m].idxmax():g})"
+        for m in metrics
+        if spread[m].notna().any()
+    ]
+    return (
+        "Spread between seeds (max − min over the seeds at one α; the largest over the α grid, "
+        "where it is): " + ", ".join(parts) + ". A difference between two rows smaller than "
+        "this is not resolved by the sweep; notebook 04 prints each number's bootstrap interval "
+        "and sampling floor."
+    )
+
+
 def original_model_row(sweep_dir: str | os.PathLike[str], rows: pd.DataFrame) -> pd.Series | None:
     """Headline metrics of the original (base) model, mean over the seeds of ``rows``, as the
     sweep's smallest-alpha runs evaluated it (``results.csv``, role "base", no post-hoc fix);
@@ -197,6 +221,7 @@ def results_body(rows: pd.DataFrame, original: pd.Series | None) -> str:
         table = table.astype({"α_target": object})
         table = pd.concat([pd.DataFrame([first])[table.columns], table], ignore_index=True)
     sentences = [
+        seed_spread_sentence(rows),
         original_sentences(rows, original) if original is not None else "",
         control_sentences(rows),
     ]

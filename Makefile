@@ -15,16 +15,14 @@ setup-dev:
 run: setup
 	$(VENV)/bin/tpccma report
 
-# One pytest session: the unit/property/DDP/CLI/browser tests and the committed notebooks
+# ruff, then the tests (spread over TEST_JOBS pytest-xdist workers) beside the committed notebooks
 # re-executed under nbval, every printed output compared after the sanitisers (see README,
-# "Tests"), spread over TEST_JOBS CPU workers. conftest.py runs the notebooks in order on one
-# worker, each kernel with the environment the stored outputs were made with
-# (tpccma_lib.app.notebooks.STORED_OUTPUT_ENV), and starts the longest units first.
+# "Tests"): scripts/run_tests.sh. conftest.py starts each notebook kernel with the environment
+# the stored outputs were made with (tpccma_lib.app.notebooks.STORED_OUTPUT_ENV).
 TEST_JOBS ?= 2
-NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 test: setup-dev
 	$(PY) -m ruff check tpccma_lib tests benchmarks
-	$(PY) -m pytest -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder -p no:cacheprovider --durations=15 $(NBVAL) tests notebooks
+	TEST_JOBS=$(TEST_JOBS) PY=$(PY) bash scripts/run_tests.sh
 
 lint:
 	$(PY) -m ruff check tpccma_lib tests benchmarks

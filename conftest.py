@@ -1,19 +1,13 @@
-"""How ``make test`` spreads one pytest session (tests + nbval notebooks) over CPU workers.
+"""How ``make test`` (``scripts/run_tests.sh``) runs the tests and the notebooks.
 
-``make test`` runs ``pytest -n 2 --dist loadgroup --no-loadscope-reorder tests notebooks
---nbval``. Three rules make that correct and short:
-
-* every cell of a notebook is one nbval item, and a notebook's cells share one kernel, so they
-  must run in order on one worker; the notebooks also share the repository's ``runs/`` (the
-  first one pretrains the base model the others load), so all of them run, in order, on one
-  worker: their items get one ``xdist_group`` mark (without xdist the mark does nothing);
-* the schedule is the collection order, and a worker takes the next unit when it is free, so
-  the longest units go first: the notebooks (about ten minutes), then the ``e2e`` tests (the
-  README's commands end to end), then the other ``slow`` tests, then everything else, which
-  the other worker takes while the notebooks run;
-* a notebook's kernel starts with the environment its stored outputs were made with
+* The tests run over pytest-xdist workers, a test file per unit, in collection order
+  (``--no-loadscope-reorder``), and a worker takes the next file when it is free: the longest
+  go first, the ``e2e`` tests (the README's commands end to end), then the other ``slow``
+  ones, then everything else, which fills the gaps.
+* A notebook's nbval kernel starts with the environment its stored outputs were made with
   (:data:`tpccma_lib.app.notebooks.STORED_OUTPUT_ENV`: one torch thread, the AVX2 code paths),
-  set only while nbval starts it, so the unit tests in the same worker keep theirs.
+  set only while nbval sets a cell up (and starts the kernel), so that a process running
+  other tests keeps its own.
 """
 
 from __future__ import annotations
@@ -28,20 +22,14 @@ def _is_notebook_cell(item: pytest.Item) -> bool:
 
 
 def _rank(item: pytest.Item) -> int:
-    if _is_notebook_cell(item):
-        return 0
     if item.get_closest_marker("e2e"):
-        return 1
+        return 0
     if item.get_closest_marker("slow"):
-        return 2
-    return 3
+        return 1
+    return 2
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the xdist_group marks
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    for item in items:
-        if _is_notebook_cell(item):
-            item.add_marker(pytest.mark.xdist_group("notebooks"))
     items.sort(key=_rank)  # stable: a notebook's cells keep their order
 
 

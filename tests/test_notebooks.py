@@ -217,42 +217,34 @@ def test_nbval_kernels_start_with_the_environment_the_stored_outputs_were_made_w
             next(hook)
         assert os.environ["TPCCMA_THREADS"] == "2"
         assert "ATEN_CPU_CAPABILITY" not in os.environ
-    makefile = (Path(__file__).resolve().parents[1] / "Makefile").read_text(encoding="utf-8")
-    assert re.search(r"^\t\$\(PY\) -m pytest .*\$\(NBVAL\) tests notebooks$", makefile, re.M)
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "run_tests.sh").read_text()
+    assert "--nbval --nbval-current-env" in script and "notebooks >" in script
 
 
-def test_notebook_cells_run_in_order_on_one_worker_and_first():
-    """Under xdist the notebooks (sharing runs/) are one unit, scheduled before the tests."""
+def test_the_longest_tests_are_scheduled_first_and_notebook_cells_keep_their_order():
+    """conftest.py's order: the README's end-to-end tests, then the slow ones, then the rest;
+    a notebook's cells stay in order (nbval runs them in one kernel)."""
     import conftest
 
     class Item:
         def __init__(self, path: str, marks: tuple[str, ...] = ()) -> None:
-            self.path, self.marks, self.added = Path(path), marks, []
+            self.path, self.marks = Path(path), marks
 
         def get_closest_marker(self, name: str) -> object | None:
             return name if name in self.marks else None
 
-        def add_marker(self, mark: object) -> None:
-            self.added.append(mark)
-
     items = [
+        Item("notebooks/01_gap_decomposition.ipynb"),
         Item("tests/test_cli.py"),
         Item("tests/test_cli.py", ("slow",)),
-        Item("notebooks/02_cma_loss.ipynb"),
+        Item("notebooks/01_gap_decomposition.ipynb"),
         Item("tests/test_full_reproduction.py", ("slow", "e2e")),
-        Item("notebooks/01_gap_decomposition.ipynb"),
-        Item("notebooks/01_gap_decomposition.ipynb"),
     ]
-    notebook_cells = [items[2], items[4], items[5]]
+    cells = [items[0], items[3]]
     conftest.pytest_collection_modifyitems(None, items)
-    assert items[:3] == notebook_cells  # first, in their own order
-    assert [i.path.name for i in items[3:]] == [
-        "test_full_reproduction.py",
-        "test_cli.py",
-        "test_cli.py",
-    ] and items[4].marks == ("slow",)
-    groups = {m.args for cell in notebook_cells for m in cell.added}
-    assert groups == {("notebooks",)} and not any(i.added for i in items[3:])
+    assert [i.path.name for i in items[:2]] == ["test_full_reproduction.py", "test_cli.py"]
+    assert items[1].marks == ("slow",)
+    assert [i for i in items if i in cells] == cells
 
 
 def test_run_all_starts_kernels_with_the_pinned_arithmetic(monkeypatch, tmp_path):

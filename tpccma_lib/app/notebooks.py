@@ -67,14 +67,19 @@ def kernel_env(env: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = value
 
 
-def notebook_parameters(name: str) -> frozenset[str]:
-    """Names of the papermill parameters notebook ``name`` declares (its "parameters" cell)."""
+def _inspect(name: str) -> dict[str, Any]:
+    """papermill's description of notebook ``name``'s "parameters" cell, by parameter name."""
     import papermill as pm
 
     src = notebook_dir() / f"{name}.ipynb"
     if not src.exists():
         raise FileNotFoundError(f"no notebook {src}; available: {_available()}")
-    return frozenset(pm.inspect_notebook(str(src)))
+    return pm.inspect_notebook(str(src))
+
+
+def notebook_parameters(name: str) -> frozenset[str]:
+    """Names of the papermill parameters notebook ``name`` declares (its "parameters" cell)."""
+    return frozenset(_inspect(name))
 
 
 def notebook_defaults(name: str) -> dict[str, Any]:
@@ -82,13 +87,8 @@ def notebook_defaults(name: str) -> dict[str, Any]:
     that is not a literal, e.g. an expression, is left out)."""
     import ast
 
-    import papermill as pm
-
-    src = notebook_dir() / f"{name}.ipynb"
-    if not src.exists():
-        raise FileNotFoundError(f"no notebook {src}; available: {_available()}")
     defaults: dict[str, Any] = {}
-    for key, info in pm.inspect_notebook(str(src)).items():
+    for key, info in _inspect(name).items():
         try:
             defaults[key] = ast.literal_eval(str(info.get("default")))
         except (SyntaxError, ValueError):

@@ -274,16 +274,19 @@ def run_parameters(
 RUN_NOTEBOOKS = {"parameters_03": "03_curriculum_training", "parameters_04": "04_evaluation"}
 
 
-def effective_parameters(notebook: str, parameters: dict[str, Any]) -> dict[str, Any]:
-    """``parameters`` without the entries equal to the notebook's own defaults and without
-    those it does not declare (papermill passes them, the notebook never reads them): the
-    settings that make the run differ from the notebook as written (``amp="none"`` given or
-    not is the same run)."""
+def effective_parameters(notebook: str, *parameter_sets: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of ``parameter_sets`` without the entries equal to the notebook's own defaults and
+    without those it does not declare (papermill passes them, the notebook never reads them):
+    the settings that make a run differ from the notebook as written (``amp="none"`` given or
+    not is the same run). The notebook is inspected once for all sets."""
     from tpccma_lib.app.notebooks import notebook_defaults, notebook_parameters
 
     declared, defaults = notebook_parameters(notebook), notebook_defaults(notebook)
     missing = object()
-    return {k: v for k, v in parameters.items() if k in declared and defaults.get(k, missing) != v}
+    return [
+        {k: v for k, v in params.items() if k in declared and defaults.get(k, missing) != v}
+        for params in parameter_sets
+    ]
 
 
 def same_run(done: dict[str, Any], record: dict[str, Any]) -> bool:
@@ -295,7 +298,8 @@ def same_run(done: dict[str, Any], record: dict[str, Any]) -> bool:
         saved = done.get(key)
         if not isinstance(saved, dict):
             return False
-        if effective_parameters(notebook, saved) != effective_parameters(notebook, record[key]):
+        before, now = effective_parameters(notebook, saved, record[key])
+        if before != now:
             return False
     return True
 

@@ -35,7 +35,16 @@ for one batch per step; on CUDA the clock synchronises first), over ``--steps`` 
 ``--warmup`` steps. Variants run interleaved (``--repeats`` rounds, the order rotated each
 round); reported: the median step time over all rounds, samples/s = batch / median, and each
 variant's cost as the median over rounds of its ratio to ``clip`` in the same round (and the
-ratio of ``clip`` to ``open_clip_train``). Peak memory: CUDA, ``torch.cuda.max_memory_allocated``
+ratio of ``clip`` to ``open_clip_train``), the ratio of **mean** step times (a run's time per
+step): a variant that measures the two gradients every k-th step pays for those steps there,
+which a median step would hide; keep ``--steps`` a multiple of the interval. ``--clock cpu``
+times CPU runs by the process's CPU time instead of wall time (steadier on a busy shared
+machine; with one thread, the work of the step itself). CPU runs restart themselves under
+glibc malloc settings that keep tensors up to 32 MiB on an untrimmed heap (``--malloc steady``,
+:data:`STEADY_MALLOC`): with the default settings every gradient-sized buffer is a fresh mmap,
+page-faulted in on each step, which made one variant's mean step vary from run to run by more
+than the costs measured (the memory probes keep the default). Peak memory: CUDA,
+``torch.cuda.max_memory_allocated``
 during the variant's runs (``train_extra_mb``: above what was allocated before the run, i.e.
 without the resident models and data); CPU, the peak resident set size of a fresh subprocess
 that builds the same model and data, resets the kernel's peak counter (``/proc/self/clear_refs``)
@@ -96,6 +105,8 @@ class Settings:
     repeats: int  # interleaved rounds
     embed_dim: int  # towers: shared dimension D
     seed: int
+    clock: str = "wall"  # "wall" or "cpu" (this process's CPU time; CPU devices only)
+    steady_malloc: bool = False  # the process runs with STEADY_MALLOC (recorded in the CSV)
 
 
 # ---------------------------------------------------------------- models and data
@@ -153,16 +164,21 @@ def make_pool(s: Settings, device: torch.device) -> Pool:
 
 
 class StepClock:
-    """Timestamps of successive batch fetches (= step boundaries)."""
+    """Timestamps of successive batch fetches (= step boundaries): wall time (CUDA: after a
+    synchronise), or on CPU with ``cpu=True`` this process's CPU time (user + system), which a
+    busy shared machine does not inflate (the time the process waits for a core is not counted)."""
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, cpu: bool = False) -> None:
+        if cpu and device.type == "cuda":
+            raise ValueError("the CPU-time clock cannot time CUDA work; use the wall clock.")
         self.device = device
+        self.now = time.process_time if cpu else time.perf_counter
         self.stamps: list[float] = []
 
     def tick(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.stamps.append(time.perf_counter())
+        self.stamps.append(self.now())
 
     def step_times(self, warmup: int) -> list[float]:
         """Durations of the steps after ``warmup`` (the last step has no end stamp: dropped)."""
@@ -214,7 +230,7 @@ def train_config(variant: str, s: Settings, total_steps: int) -> TrainConfig:
 def run_ours(variant: str, model: Any, pool: Pool, s: Settings, steps: int) -> list[float]:
     """``steps`` timed steps of our trainer (after ``s.warmup``) -> step durations in s."""
     device = torch.device(s.device)
-    clock = StepClock(device)
+    clock = StepClock(device, cpu=s.clock == "cpu")
     cfg = train_config(variant, s, s.warmup + steps + 1)
     with (
         tempfile.TemporaryDirectory() as out,
@@ -259,7 +275,7 @@ def run_open_clip_train(model: torch.nn.Module, pool: Pool, s: Settings, steps: 
 
     logging.getLogger().setLevel(logging.WARNING)  # its per-step log line is not timed work
     device = torch.device(s.device)
-    clock = StepClock(device)
+    clock = StepClock(device, cpu=s.clock == "cpu")
     precision = {"none": "fp32", "bf16": "amp_bf16", "fp16": "amp"}[s.amp]
     scaler = torch.amp.GradScaler("cuda") if s.amp == "fp16" else None
     args = argparse.Namespace(
@@ -311,6 +327,21 @@ def _rss_probe(variant: str, s: Settings) -> tuple[float, float]:
     return _proc_status_mb("VmHWM"), before
 
 
+#: glibc malloc settings of ``--malloc steady`` (CPU): tensors up to 32 MiB come from the heap,
+#: which is not trimmed, instead of a fresh mmap each (default above 128 KiB, adapting): with
+#: the default, a step's gradient-sized buffers are page-faulted in anew on every step.
+STEADY_MALLOC = {
+    "MALLOC_MMAP_THRESHOLD_": str(32 * 2**20),
+    "MALLOC_TRIM_THRESHOLD_": str(16 * 2**30),
+    "MALLOC_TOP_PAD_": str(512 * 2**20),
+}
+
+
+def _default_malloc_env() -> dict[str, str]:
+    """This process's environment without the :data:`STEADY_MALLOC` settings."""
+    return {k: v for k, v in os.environ.items() if k not in STEADY_MALLOC}
+
+
 def cpu_peak_rss(variant: str, s: Settings, threads: int) -> tuple[float, float]:
     """(peak RSS while training, RSS before) in MB of a fresh subprocess (:func:`_rss_probe`)."""
     payload = json.dumps({"variant": variant, "settings": asdict(s)})
@@ -319,7 +350,7 @@ def cpu_peak_rss(variant: str, s: Settings, threads: int) -> tuple[float, float]
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
+        env={**_default_malloc_env(), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)},
     )
     peak, before = json.loads(out.stdout.strip().splitlines()[-1])
     return float(peak), float(before)
@@ -347,12 +378,12 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
         models[OPEN_CLIP_TRAIN] = build_open_clip_train_model(s)
     pool = make_pool(s, device)
     times: dict[str, list[float]] = {v: [] for v in variants}
-    round_medians: list[dict[str, float]] = []
+    round_means: list[dict[str, float]] = []  # mean step time per variant, one dict a round
     peak_cuda = dict.fromkeys(variants, 0.0)  # MB, absolute
     extra_cuda = dict.fromkeys(variants, 0.0)  # MB above what was allocated before the run
     for r in range(s.repeats):
         order = variants[r % len(variants) :] + variants[: r % len(variants)]
-        medians = {}
+        means = {}
         for v in order:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -364,13 +395,13 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
                 peak_cuda[v] = max(peak_cuda[v], peak / 2**20)
                 extra_cuda[v] = max(extra_cuda[v], (peak - before) / 2**20)
             times[v] += step_times
-            medians[v] = statistics.median(step_times)
+            means[v] = statistics.fmean(step_times)
             print(
                 f"  round {r + 1}/{s.repeats} {s.backend:9s} {v:22s} "
-                f"{1000 * medians[v]:8.1f} ms/step",
+                f"{1000 * means[v]:8.1f} ms/step (mean)",
                 flush=True,
             )
-        round_medians.append(medians)
+        round_means.append(means)
     if device.type == "cuda":
         peak_memory, extra_memory, kind = peak_cuda, extra_cuda, "cuda max_memory_allocated"
     else:
@@ -378,6 +409,7 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
         peak_memory = {v: peak for v, (peak, _) in probes.items()}
         extra_memory = {v: peak - before for v, (peak, before) in probes.items()}
         kind = "peak RSS while training (subprocess)"
+    ratios = {v: [m[v] / m["clip"] for m in round_means] for v in variants}
     rows = []
     for v in variants:
         median = statistics.median(times[v])
@@ -388,9 +420,12 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
                 "variant": v,
                 "median_step_ms": 1000 * median,
                 "samples_per_s": s.batch / median,
-                "ratio_to_clip": statistics.median(m[v] / m["clip"] for m in round_medians),
+                "mean_step_ms": 1000 * statistics.fmean(times[v]),
+                "ratio_to_clip": statistics.median(ratios[v]),
+                "ratio_q25": _quartiles(ratios[v])[0],
+                "ratio_q75": _quartiles(ratios[v])[2],
                 "ratio_clip_to_open_clip_train": (
-                    statistics.median(m["clip"] / m[OPEN_CLIP_TRAIN] for m in round_medians)
+                    statistics.median(m["clip"] / m[OPEN_CLIP_TRAIN] for m in round_means)
                     if with_open_clip_train and v == "clip"
                     else ""
                 ),
@@ -400,11 +435,20 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
                 "timed_steps": len(times[v]),
                 "repeats": s.repeats,
                 "threads": torch.get_num_threads(),
+                "clock": s.clock,
+                "malloc": "steady" if s.steady_malloc else "default",
                 "torch": torch.__version__,
                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else "",
             }
         )
     return rows
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    """Lower quartile, median, upper quartile (inclusive method; one value: itself 3 times)."""
+    if len(values) == 1:
+        return [values[0]] * 3
+    return statistics.quantiles(values, n=4, method="inclusive")
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
@@ -448,14 +492,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--embed-dim", type=int, default=256, help="towers: shared dimension")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--malloc",
+        choices=("steady", "default"),
+        default="steady",
+        help="CPU runs: glibc malloc settings, steady (STEADY_MALLOC; the process restarts "
+        "itself with them) or the default (memory probes always use the default)",
+    )
+    p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="step timer: wall time, or (CPU devices) this process's CPU time, steadier on a "
+        "busy shared machine",
+    )
     p.add_argument("--out", default=None, help="CSV (default results/bench_train_<device>.csv)")
     p.add_argument("--no-open-clip-train", action="store_true", help="skip open_clip's loop")
+    p.add_argument(
+        "--update-readme",
+        action="store_true",
+        help="maintainers: rewrite README's stepcost block from --out",
+    )
     p.add_argument("--memory-probe", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    steady = args.malloc == "steady" and not args.device.startswith("cuda")
+    if argv is None and steady and any(os.environ.get(k) != v for k, v in STEADY_MALLOC.items()):
+        # malloc reads its settings at process start: run this command again with them
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_MALLOC})
     if args.threads:
         torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -483,6 +550,8 @@ def main(argv: list[str] | None = None) -> int:
             repeats=args.repeats,
             embed_dim=args.embed_dim,
             seed=args.seed,
+            clock=args.clock,
+            steady_malloc=all(os.environ.get(k) == v for k, v in STEADY_MALLOC.items()),
         )
         print(f"{backend}: {s.model} on {s.device}, batch {s.batch}, amp {s.amp}", flush=True)
         rows += benchmark(
@@ -491,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else RESULTS / f"bench_train_{args.device.split(':')[0]}.csv"
     write_csv(rows, out)
     print_table(rows)
+    if args.update_readme:
+        from tpccma_lib.app.readme import update_csv_section
+
+        update_csv_section(Path(__file__).resolve().parent.parent / "README.md", "stepcost", out)
+        print("README block stepcost rewritten")
     print(f"\nwrote {out} ({time.perf_counter() - started:.0f} s)")
     return 0
 

@@ -14,7 +14,7 @@ JOBS="${TEST_JOBS:-2}"
 mkdir -p runs
 log=runs/nbval.log
 "$PY" -m pytest -p no:cacheprovider --nbval --nbval-current-env \
-  --nbval-sanitize-with tests/nbval_sanitize.cfg notebooks >"$log" 2>&1 &
+  --nbval-sanitize-with tests/nbval_sanitize.cfg --durations=10 notebooks >"$log" 2>&1 &
 notebooks=$!
 trap 'kill "$notebooks" 2>/dev/null' INT TERM
 "$PY" -m pytest -n "$JOBS" --dist loadfile --no-loadscope-reorder -p no:cacheprovider \

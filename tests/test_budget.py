@@ -16,6 +16,7 @@ from tpccma_lib.app.readme import (
     heads_section,
     matched_section,
     mechanism_section,
+    stepcost_section,
 )
 from tpccma_lib.experiment import PRETRAIN_CONFIG
 from tpccma_lib.models import ModelConfig
@@ -76,12 +77,25 @@ def test_default_recipe_uses_the_budget_the_criterion_chose():
         ("mechanism", mechanism_section, "gap_mechanism.csv"),
         ("heads", heads_section, "bench_heads.csv"),
         ("matched", matched_section, "matched_gap.csv"),
+        ("stepcost", stepcost_section, "bench_train_cpu_schedulers.csv"),
     ],
 )
 def test_readme_block_is_generated_from_the_committed_csv(name, render, csv):
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     block = readme.split(f"<!-- {name}:start -->")[1].split(f"<!-- {name}:end -->")[0]
     assert block.strip() == render(RESULTS / csv).strip()
+
+
+def test_stepcost_block_rows_and_bad_csv(tmp_path):
+    text = stepcost_section(RESULTS / "bench_train_cpu_schedulers.csv")
+    frame = pd.read_csv(RESULTS / "bench_train_cpu_schedulers.csv")
+    default = frame.set_index("variant").loc["clip+cma+default"]
+    assert default["ratio_q25"] <= default["ratio_to_clip"] <= default["ratio_q75"]
+    assert f"| {default['ratio_to_clip']:.3f} [" in text
+    assert text.count("\n| `") == 6  # one row per variant
+    frame.assign(variant="other").to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(ValueError, match="none of the variants"):
+        stepcost_section(tmp_path / "other.csv")
 
 
 def _script(name: str):

@@ -408,6 +408,41 @@ def test_non_finite_gradients_leave_the_state_alone(rule):
     assert not math.isfinite(float(grads[0][0]))  # the overflow stays visible to GradScaler
 
 
+@pytest.mark.parametrize("rule", ["pcgrad", "scale", "lr"])
+@pytest.mark.parametrize("conflict", [False, True])
+def test_reuse_clip_gives_the_same_result_and_only_then_writes_the_inputs(rule, conflict):
+    rng = np.random.default_rng(11)
+    shapes = [(3, 2), (4,), (1,)]
+    clip = [rng.normal(size=s) for s in shapes]
+    align = [(-3.0 if conflict else 0.2) * c + 0.1 * rng.normal(size=c.shape) for c in clip]
+    cfg = _cfg(rule=rule, max_norm_ratio=0.5)
+    kept_clip, kept_align = _tensors(*clip), _tensors(*align)
+    fresh, tel = GradientAwareScheduler(cfg).combine(0, kept_clip, kept_align)
+    for kept, original in zip(kept_clip + kept_align, clip + align, strict=True):
+        np.testing.assert_array_equal(kept.numpy(), original)  # inputs untouched by default
+    reused_clip = _tensors(*clip)
+    reused, reused_tel = GradientAwareScheduler(cfg).combine(
+        0, reused_clip, _tensors(*align), reuse_clip=True
+    )
+    assert reused_tel == tel
+    for a, b in zip(reused, fresh, strict=True):
+        assert torch.equal(a, b)  # bit for bit
+    trivial = rule == "lr" or not conflict  # coefficients 1 and 1: the sum, into g_clip
+    assert (reused[0].data_ptr() == reused_clip[0].data_ptr()) == trivial
+
+
+def test_dot_products_match_float64_reference_on_large_float32_tensors():
+    rng = np.random.default_rng(5)
+    clip = [rng.normal(size=(300, 700)).astype(np.float32), rng.normal(size=5).astype(np.float32)]
+    align = [(-0.5 * c + rng.normal(size=c.shape)).astype(np.float32) for c in clip]
+    _, tel = GradientAwareScheduler(_cfg(max_norm_ratio=math.inf)).combine(
+        0, [torch.from_numpy(c) for c in clip], [torch.from_numpy(a) for a in align]
+    )
+    c64, a64 = _flat(clip), _flat(align)
+    assert tel["grad_cosine"] == pytest.approx(_cos(c64, a64), rel=1e-5)
+    assert tel["norm_ratio"] == pytest.approx(np.linalg.norm(a64) / np.linalg.norm(c64), rel=1e-5)
+
+
 def test_mismatched_gradient_lists_are_errors():
     sched = GradientAwareScheduler(_cfg())
     with pytest.raises(CurriculumError, match="same parameter order"):

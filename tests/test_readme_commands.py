@@ -27,7 +27,8 @@ SMOKE = {
     "pretrain": SMOKE_DATA,
     "train": [*SMOKE_DATA, "--steps", "30"],
     "evaluate": [*SMOKE_DATA, "--decoder-steps", "30"],
-    "sweep": ["--alphas", "0,0.5", "--seeds", "0", "--param", "smoke=True"],
+    # notebook 05's smoke grid into its folder (runs/sweep-smoke): the report resumes these runs
+    "sweep": ["--alphas", "0,0.5,1.0", "--seeds", "0", "--param", "smoke=True"],
     "report": ["--param", "smoke=True"],
 }
 
@@ -84,6 +85,8 @@ def test_command_line_block_runs_at_smoke_size(tmp_path):
     assert commands, "README's command-line block is empty"
     env = {**os.environ, "TPCCMA_RUNS": str(tmp_path / "runs"), "TPCCMA_THREADS": "1"}
     timings = {}
+    sweep_runs = tmp_path / "runs" / "sweep-smoke"
+    finished_at: dict[str, float] = {}  # done.json mtimes after `tpccma sweep`
     for line in commands:
         argv = shlex.split(line)
         assert argv[0] == "tpccma", f"README command {line!r} is not a tpccma command"
@@ -102,11 +105,16 @@ def test_command_line_block_runs_at_smoke_size(tmp_path):
         assert done.returncode == 0, (
             f"{line!r} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         )
+        if sub == "sweep":
+            finished_at = {str(p): p.stat().st_mtime for p in sweep_runs.glob("*/done.json")}
     print("command timings (s):", timings)
     assert (tmp_path / "runs" / "ft" / "a0.05" / "final.pt").exists()
     assert (tmp_path / "runs" / "eval.csv").stat().st_size > 0
-    assert (tmp_path / "runs" / "sweep" / "summary.csv").exists()
+    assert (sweep_runs / "summary.csv").exists()
     assert (tmp_path / "reports" / "index.html").exists()
+    # the report's notebook 05 (smoke) resumed the three runs `tpccma sweep` made, redid none
+    assert len(finished_at) == 3, finished_at
+    assert {str(p): p.stat().st_mtime for p in sweep_runs.glob("*/done.json")} == finished_at
 
 
 def test_full_reproduction_block_fetches_data_and_weights_before_anything_runs():

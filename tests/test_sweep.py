@@ -19,10 +19,13 @@ from tpccma_lib.app.sweep import (
     SUMMARY_COLUMNS,
     SweepError,
     collect,
+    default_out_dir,
     parse_grid,
     run_name,
+    run_parameters,
     run_paths,
     run_sweep,
+    same_run,
 )
 from tpccma_lib.evaluation.roles import RoleEvaluationError
 from tpccma_lib.evaluation.tradeoff import SweepAnalysisError
@@ -68,6 +71,40 @@ def test_parse_grid_errors(alphas: str, seeds: str, message: str) -> None:
 
 def test_sweep_error_is_value_error() -> None:
     assert issubclass(SweepError, ValueError)
+
+
+def test_default_out_dir_is_notebook_05s_folder_under_tpccma_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TPCCMA_RUNS", str(tmp_path / "elsewhere"))
+    runs = tmp_path / "elsewhere"
+    assert default_out_dir() == runs / "sweep"
+    assert default_out_dir({"smoke": True}) == runs / "sweep-smoke"
+    assert default_out_dir({"smoke": False, "n_test": 200}) == runs / "sweep"
+    keyed = default_out_dir({"dataset": "coco", "zero_shot": "cifar10"})
+    assert keyed.parent == runs / "sweep" and keyed.name.startswith("coco-")
+    smoke_keyed = default_out_dir({"dataset": "coco", "zero_shot": "cifar10", "smoke": True})
+    assert smoke_keyed == runs / "sweep-smoke" / keyed.name
+    monkeypatch.delenv("TPCCMA_RUNS")
+    assert default_out_dir() == Path("runs/sweep")
+
+
+def _record(tmp_path: Path, parameters: dict[str, Any]) -> dict[str, Any]:
+    paths = run_paths(tmp_path, 0.5, 0)
+    params_03, params_04 = run_parameters(0.5, 0, paths, parameters)
+    return {"parameters_03": params_03, "parameters_04": params_04}
+
+
+def test_same_run_ignores_spelling_and_sees_real_differences(tmp_path: Path) -> None:
+    notebook_05 = {"dataset": "shapes", "amp": "none", "n_train": 3000, "backend": "towers"}
+    assert same_run(_record(tmp_path, notebook_05), _record(tmp_path, {}))  # defaults spelled out
+    assert not same_run(_record(tmp_path, {"amp": "bf16"}), _record(tmp_path, {}))
+    assert not same_run(_record(tmp_path, {"n_train": 300}), _record(tmp_path, {}))
+    # smoke: the notebooks replace the data sizes, so passing the shrunk sizes or not is one run
+    smoke_05 = {**notebook_05, "smoke": True, "n_train": 300, "n_val": 100, "n_test": 200}
+    assert same_run(_record(tmp_path, smoke_05), _record(tmp_path, {"smoke": True}))
+    assert not same_run(_record(tmp_path, smoke_05), _record(tmp_path, {}))
+    assert not same_run({"parameters_03": "junk"}, _record(tmp_path, {}))
 
 
 def test_run_name_matches_notebook_03_default() -> None:

@@ -690,6 +690,75 @@ def r2_section(csv_path: str | os.PathLike[str]) -> str:
     return r2_study_section(csv_path)
 
 
+#: What each variant of ``benchmarks/bench_train.py`` trains, for the ``stepcost`` block.
+STEP_COST_VARIANTS = {
+    "clip": "contrastive loss only (the reference)",
+    "clip+cma": "+ CMA (α 0.5), no scheduler: one backward",
+    "clip+cma+default": "+ CMA + the default scheduler (LR rule, measured every 20th step)",
+    "clip+cma+lr-rule": "+ CMA + the LR rule measured on every step",
+    "clip+cma+scheduler/10": "+ CMA + PCGrad measured every 10th step",
+    "clip+cma+scheduler": "+ CMA + PCGrad measured on every step",
+}
+
+
+def stepcost_section(csv_path: str | os.PathLike[str]) -> str:
+    """The README's ``stepcost`` block from ``benchmarks/bench_train.py``'s CSV: each training
+    variant's mean step time and its cost against a contrastive-only step (median of the
+    per-round ratios, interquartile range in brackets)."""
+    frame = pd.read_csv(csv_path, keep_default_na=False)
+    frame = frame[frame["variant"].isin(STEP_COST_VARIANTS)]
+    if frame.empty:
+        raise ValueError(f"{csv_path} has none of the variants {sorted(STEP_COST_VARIANTS)}.")
+    order = {v: i for i, v in enumerate(STEP_COST_VARIANTS)}
+    frame = frame.sort_values("variant", key=lambda c: c.map(order))
+    first = frame.iloc[0]
+    lines = [
+        "| variant | what it trains | mean ms / step | × contrastive step [IQR] |",
+        "|---|---|---|---|",
+        *(
+            f"| `{r.variant}` | {STEP_COST_VARIANTS[r.variant]} | {r.mean_step_ms:.1f} | "
+            f"{r.ratio_to_clip:.3f} [{r.ratio_q25:.3f}, {r.ratio_q75:.3f}] |"
+            for r in frame.itertuples()
+        ),
+    ]
+    ratio = frame.set_index("variant")["ratio_to_clip"]
+    summary = []
+    if {"clip+cma", "clip+cma+lr-rule"} <= set(ratio.index):
+        from tpccma_lib.training.loop import TrainConfig
+
+        every = TrainConfig().measure_every
+        share = (ratio["clip+cma+lr-rule"] - ratio["clip+cma"]) / every
+        rows = frame.set_index("variant")
+        widths = rows["ratio_q75"] - rows["ratio_q25"]
+        spread = float(widths.get("clip+cma+default", widths.max()))
+        than = "less" if share < spread else "more"
+        verdict = "the direct comparison cannot resolve it" if share < spread else "resolved"
+        summary = [
+            "",
+            f"A measurement step of the LR rule costs {ratio['clip+cma+lr-rule']:.2f}× a "
+            f"contrastive step against {ratio['clip+cma']:.2f}× for CMA alone: paid once every "
+            f"{every} steps (the default interval), that is {100 * share:+.1f} % of a step, "
+            f"{than} than the interquartile range of the default's ratios "
+            f"({100 * spread:.1f} points): on this machine {verdict}.",
+        ]
+    clock = "CPU time of the process" if first["clock"] == "cpu" else "wall time"
+    steps = int(first["timed_steps"]) // int(first["repeats"])
+    return "\n".join(
+        [
+            f"Measured by `benchmarks/bench_train.py` ({first['backend']} backend, random-init "
+            f"{first['model']}, batch {int(first['batch'])}, {first['image_size']} px, "
+            f"{first['device']}, {int(first['threads'])} thread(s), {clock}, malloc "
+            f"{first['malloc']}; `{_display_path(Path(csv_path))}`): {int(first['repeats'])} "
+            f"interleaved rounds of {steps} steps per variant; a variant's cost is the median over "
+            "rounds of its mean step time over the contrastive-only one's in the same round, "
+            "the interquartile range of those ratios in brackets.",
+            "",
+            *lines,
+            *summary,
+        ]
+    )
+
+
 #: README blocks written from one benchmark CSV each: block name -> renderer.
 CSV_SECTIONS = {
     "budget": budget_section,
@@ -697,6 +766,7 @@ CSV_SECTIONS = {
     "heads": heads_section,
     "matched": matched_section,
     "r2": r2_section,
+    "stepcost": stepcost_section,
 }
 
 

@@ -153,10 +153,12 @@ def _duplicates(values: Sequence[Any], items: Sequence[str], what: str) -> None:
 
 
 def default_out_dir(parameters: dict[str, Any] | None = None) -> Path:
-    """Where ``tpccma sweep`` writes without ``--out``: ``runs/sweep`` for the embedded default;
-    for another data set or model the keyed ``$TPCCMA_RUNS/sweep/<dataset>-<model>-<key>``,
-    the folder notebook 05 sweeps into with the same parameters (so the README's full
-    reproduction resumes the runs its report made, and never redoes the embedded sweep's)."""
+    """Where ``tpccma sweep`` writes without ``--out``, the folder notebook 05 sweeps into with
+    the same parameters (so each resumes the other's finished runs): ``$TPCCMA_RUNS/sweep``
+    (default ``runs/sweep``) for the embedded default, the keyed
+    ``$TPCCMA_RUNS/sweep/<dataset>-<model>-<key>`` for another data set or model (so the
+    README's full reproduction never redoes the embedded sweep's runs), and ``sweep-smoke``
+    instead of ``sweep`` when the parameters set ``smoke``."""
     from tpccma_lib.data.config import DataConfig
     from tpccma_lib.experiment import Experiment, config_from_params
     from tpccma_lib.models import ModelConfig
@@ -165,7 +167,7 @@ def default_out_dir(parameters: dict[str, Any] | None = None) -> Path:
     exp = Experiment(
         config_from_params(DataConfig, params), config_from_params(ModelConfig, params)
     )
-    return exp.run_dir("sweep", "") if exp.run_tag else Path("runs/sweep")
+    return exp.run_dir("sweep-smoke" if params.get("smoke") else "sweep", "")
 
 
 def parse_grid(alphas: str, seeds: str) -> tuple[list[float], list[int]]:
@@ -278,13 +280,23 @@ def effective_parameters(notebook: str, *parameter_sets: dict[str, Any]) -> list
     """Each of ``parameter_sets`` without the entries equal to the notebook's own defaults and
     without those it does not declare (papermill passes them, the notebook never reads them):
     the settings that make a run differ from the notebook as written (``amp="none"`` given or
-    not is the same run). The notebook is inspected once for all sets."""
+    not is the same run). With ``smoke`` set, the data sizes are dropped too: the notebook
+    replaces them by :data:`~tpccma_lib.experiment.SMOKE_SIZES` whatever was passed (notebook 05
+    passes its own, shrunk ones; ``tpccma sweep --param smoke=True`` none). The notebook is
+    inspected once for all sets."""
     from tpccma_lib.app.notebooks import notebook_defaults, notebook_parameters
+    from tpccma_lib.experiment import SMOKE_SIZES
 
     declared, defaults = notebook_parameters(notebook), notebook_defaults(notebook)
     missing = object()
     return [
-        {k: v for k, v in params.items() if k in declared and defaults.get(k, missing) != v}
+        {
+            k: v
+            for k, v in params.items()
+            if k in declared
+            and defaults.get(k, missing) != v
+            and not (params.get("smoke") and k in SMOKE_SIZES)
+        }
         for params in parameter_sets
     ]
 

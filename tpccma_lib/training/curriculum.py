@@ -264,24 +264,32 @@ def _fill_none(clip_grads: GradList, align_grads: GradList) -> tuple[list, list]
 def _dot_and_norms(clip: list, align: list) -> tuple[float, float, float]:
     """<g_clip, g_align>, ||g_clip||^2, ||g_align||^2 over all parameters.
 
-    Per tensor in the gradients' dtype promoted to at least float32 (float64 stays float64),
-    summed over tensors in float64.
+    Per tensor a dot product of the flattened gradients (no temporary of the tensor's size) in
+    their dtype promoted to at least float32 (float64 stays float64), summed over tensors in
+    float64 with one device sync.
     """
-    pairs = [
-        (
-            gc.to(torch.promote_types(gc.dtype, torch.float32)),
-            ga.to(torch.promote_types(ga.dtype, torch.float32)),
-        )
-        for gc, ga in zip(clip, align, strict=True)
-        if gc is not None
-    ]
-    if not pairs:
+    rows = []
+    for gc, ga in zip(clip, align, strict=True):
+        if gc is None:
+            continue
+        dtype = torch.promote_types(torch.promote_types(gc.dtype, ga.dtype), torch.float32)
+        c, a = gc.reshape(-1).to(dtype), ga.reshape(-1).to(dtype)
+        rows.append(torch.stack([torch.dot(c, a), torch.dot(c, c), torch.dot(a, a)]))
+    if not rows:
         return 0.0, 0.0, 0.0
-    stats = torch.stack(
-        [torch.stack([(gc * ga).sum(), (gc * gc).sum(), (ga * ga).sum()]) for gc, ga in pairs]
-    )  # (P, 3), one device sync below
-    dot, clip_sq, align_sq = stats.double().sum(0).tolist()
+    dot, clip_sq, align_sq = torch.stack(rows).double().sum(0).tolist()  # (P, 3) -> 3
     return dot, clip_sq, align_sq
+
+
+def _weighted_sum(
+    gc: Tensor, clip_coef: float, ga: Tensor, align_coef: float, into_gc: bool
+) -> Tensor:
+    """``clip_coef g_clip + align_coef g_align``; when both coefficients are 1 (every step of
+    the "lr" rule) the plain sum, the same values in one pass, written into ``gc`` if
+    ``into_gc`` (no allocation of the tensor's size, which dominates on CPU)."""
+    if clip_coef == 1.0 and align_coef == 1.0:
+        return gc.add_(ga) if into_gc and gc.is_contiguous() else gc + ga
+    return gc * clip_coef + ga * align_coef
 
 
 class GradientAwareScheduler:
@@ -358,7 +366,7 @@ class GradientAwareScheduler:
 
     # ------------------------------------------------------------------ full path
     def combine(
-        self, step: int, clip_grads: GradList, align_grads: GradList
+        self, step: int, clip_grads: GradList, align_grads: GradList, reuse_clip: bool = False
     ) -> tuple[list[Tensor | None], dict[str, Any]]:
         """Gradient to apply and telemetry (keys :data:`TELEMETRY_KEYS`).
 
@@ -367,6 +375,8 @@ class GradientAwareScheduler:
                 only on those).
             clip_grads: per-parameter gradients of L_clip (None = zeros).
             align_grads: per-parameter gradients of ``alpha * L_CMA`` (None = zeros).
+            reuse_clip: the result may be written into the ``clip_grads`` tensors (saves a
+                gradient-sized allocation per tensor; the caller must not read them after).
         Returns:
             ``(grads, telemetry)``: one tensor per parameter (None where both inputs were
             None), same dtype and device as the inputs; telemetry of Python floats and bools.
@@ -413,7 +423,7 @@ class GradientAwareScheduler:
         # applied = g_clip + t (g_align - projection g_clip) = (1 - t projection) g_clip + t g_align
         clip_coef = 1.0 - tempering * projection
         grads = [
-            None if gc is None else gc * clip_coef + ga * tempering
+            None if gc is None else _weighted_sum(gc, clip_coef, ga, tempering, reuse_clip)
             for gc, ga in zip(clip, align, strict=True)
         ]
         applied_sq = tempering**2 * max(

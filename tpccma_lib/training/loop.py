@@ -602,9 +602,11 @@ class _Objective:
             g_align = self._grad(alpha * cma.total)
             g_clip = _allreduce_mean(g_clip, self.params)
             g_align = _allreduce_mean(g_align, self.params)
-            grads, telemetry = self.scheduler.combine(step, g_clip, g_align)
-            if self.lr_tempering is not None:
-                telemetry.update(_lr_telemetry(self.lr_tempering.measure(step, g_clip, g_align)))
+            lr_measured = None
+            if self.lr_tempering is not None:  # reads g_clip before combine overwrites it
+                lr_measured = _lr_telemetry(self.lr_tempering.measure(step, g_clip, g_align))
+            grads, telemetry = self.scheduler.combine(step, g_clip, g_align, reuse_clip=True)
+            telemetry.update(lr_measured or {})
         else:
             a_eff = self.scheduler.effective_alpha(alpha)
             grads = _allreduce_mean(self._grad(l_clip + a_eff * cma.total), self.params)

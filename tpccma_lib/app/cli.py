@@ -169,8 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--out",
         default=None,
-        help="sweep folder (default: runs/sweep for the embedded default; for another data set "
-        "or model the keyed runs/sweep/<dataset>-<model>-<key>, notebook 05's folder)",
+        help="sweep folder (default: notebook 05's, under $TPCCMA_RUNS or ./runs: sweep/ for the "
+        "embedded default, the keyed sweep/<dataset>-<model>-<key> for another data set or "
+        "model; sweep-smoke/ instead of sweep/ with --param smoke=True)",
     )
     s.add_argument(
         "--param",

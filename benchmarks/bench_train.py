@@ -337,6 +337,11 @@ STEADY_MALLOC = {
 }
 
 
+def _runs_with_steady_malloc() -> bool:
+    """Whether this process was started with every :data:`STEADY_MALLOC` setting."""
+    return all(os.environ.get(k) == v for k, v in STEADY_MALLOC.items())
+
+
 def _default_malloc_env() -> dict[str, str]:
     """This process's environment without the :data:`STEADY_MALLOC` settings."""
     return {k: v for k, v in os.environ.items() if k not in STEADY_MALLOC}
@@ -410,6 +415,7 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
         extra_memory = {v: peak - before for v, (peak, before) in probes.items()}
         kind = "peak RSS while training (subprocess)"
     ratios = {v: [m[v] / m["clip"] for m in round_means] for v in variants}
+    quartiles = {v: _quartiles(r) for v, r in ratios.items()}
     rows = []
     for v in variants:
         median = statistics.median(times[v])
@@ -422,8 +428,8 @@ def benchmark(s: Settings, with_open_clip_train: bool) -> list[dict[str, Any]]:
                 "samples_per_s": s.batch / median,
                 "mean_step_ms": 1000 * statistics.fmean(times[v]),
                 "ratio_to_clip": statistics.median(ratios[v]),
-                "ratio_q25": _quartiles(ratios[v])[0],
-                "ratio_q75": _quartiles(ratios[v])[2],
+                "ratio_q25": quartiles[v][0],
+                "ratio_q75": quartiles[v][2],
                 "ratio_clip_to_open_clip_train": (
                     statistics.median(m["clip"] / m[OPEN_CLIP_TRAIN] for m in round_means)
                     if with_open_clip_train and v == "clip"
@@ -520,7 +526,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     steady = args.malloc == "steady" and not args.device.startswith("cuda")
-    if argv is None and steady and any(os.environ.get(k) != v for k, v in STEADY_MALLOC.items()):
+    if argv is None and steady and not _runs_with_steady_malloc():
         # malloc reads its settings at process start: run this command again with them
         os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **STEADY_MALLOC})
     if args.threads:
@@ -551,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
             embed_dim=args.embed_dim,
             seed=args.seed,
             clock=args.clock,
-            steady_malloc=all(os.environ.get(k) == v for k, v in STEADY_MALLOC.items()),
+            steady_malloc=_runs_with_steady_malloc(),
         )
         print(f"{backend}: {s.model} on {s.device}, batch {s.batch}, amp {s.amp}", flush=True)
         rows += benchmark(

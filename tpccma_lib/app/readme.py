@@ -721,18 +721,21 @@ def stepcost_section(csv_path: str | os.PathLike[str]) -> str:
             for r in frame.itertuples()
         ),
     ]
-    ratio = frame.set_index("variant")["ratio_to_clip"]
+    rows = frame.set_index("variant")
+    ratio = rows["ratio_to_clip"]
     summary = []
     if {"clip+cma", "clip+cma+lr-rule"} <= set(ratio.index):
         from tpccma_lib.training.loop import TrainConfig
 
         every = TrainConfig().measure_every
         share = (ratio["clip+cma+lr-rule"] - ratio["clip+cma"]) / every
-        rows = frame.set_index("variant")
         widths = rows["ratio_q75"] - rows["ratio_q25"]
         spread = float(widths.get("clip+cma+default", widths.max()))
-        than = "less" if share < spread else "more"
-        verdict = "the direct comparison cannot resolve it" if share < spread else "resolved"
+        than, verdict = (
+            ("less", "the direct comparison cannot resolve it")
+            if share < spread
+            else ("more", "resolved")
+        )
         summary = [
             "",
             f"A measurement step of the LR rule costs {ratio['clip+cma+lr-rule']:.2f}× a "

@@ -41,7 +41,11 @@ def test_two_gloo_ranks_match_single_process(tmp_path, term):
     torch.set_default_dtype(torch.float64)
     try:
         single = train(
-            fresh(), synthetic_inputs(), small_cfg(**cfg_kwargs), tmp_path / "single", progress=False
+            fresh(),
+            synthetic_inputs(),
+            small_cfg(**cfg_kwargs),
+            tmp_path / "single",
+            progress=False,
         )
     finally:
         torch.set_default_dtype(previous)

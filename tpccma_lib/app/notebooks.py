@@ -230,7 +230,10 @@ def write_report(
 
 
 #: The AVX2 code paths of torch, oneDNN, MKL and OpenBLAS, so that a machine with AVX-512 runs
-#: the same float arithmetic as one without (the last printed digit otherwise differs).
+#: the same float arithmetic as one without (the last printed digit otherwise differs). Intel and
+#: AMD processors still differ in a few last digits under these pins (MKL_CBWR=COMPATIBLE on an
+#: Intel Xeon did not reproduce an AMD EPYC's outputs either): stored outputs belong to the
+#: processor family they were made on.
 ARITHMETIC_ENV = {
     "ATEN_CPU_CAPABILITY": "avx2",
     "ONEDNN_MAX_CPU_ISA": "AVX2",

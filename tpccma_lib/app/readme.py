@@ -690,11 +690,12 @@ def r2_section(csv_path: str | os.PathLike[str]) -> str:
     return r2_study_section(csv_path)
 
 
-#: What each variant of ``benchmarks/bench_train.py`` trains, for the ``stepcost`` block.
+#: What each variant of ``benchmarks/bench_train.py`` trains, for the ``stepcost`` block
+#: (``{every}``: the trainer's default measurement interval, ``TrainConfig().measure_every``).
 STEP_COST_VARIANTS = {
     "clip": "contrastive loss only (the reference)",
     "clip+cma": "+ CMA (α 0.5), no scheduler: one backward",
-    "clip+cma+default": "+ CMA + the default scheduler (LR rule, measured every 20th step)",
+    "clip+cma+default": "+ CMA + the default scheduler (LR rule, measured every {every}th step)",
     "clip+cma+lr-rule": "+ CMA + the LR rule measured on every step",
     "clip+cma+scheduler/10": "+ CMA + PCGrad measured every 10th step",
     "clip+cma+scheduler": "+ CMA + PCGrad measured on every step",
@@ -705,6 +706,8 @@ def stepcost_section(csv_path: str | os.PathLike[str]) -> str:
     """The README's ``stepcost`` block from ``benchmarks/bench_train.py``'s CSV: each training
     variant's mean step time and its cost against a contrastive-only step (median of the
     per-round ratios, interquartile range in brackets)."""
+    from tpccma_lib.training.loop import TrainConfig
+
     frame = pd.read_csv(csv_path, keep_default_na=False)
     frame = frame[frame["variant"].isin(STEP_COST_VARIANTS)]
     if frame.empty:
@@ -712,11 +715,13 @@ def stepcost_section(csv_path: str | os.PathLike[str]) -> str:
     order = {v: i for i, v in enumerate(STEP_COST_VARIANTS)}
     frame = frame.sort_values("variant", key=lambda c: c.map(order))
     first = frame.iloc[0]
+    every = TrainConfig().measure_every
     lines = [
         "| variant | what it trains | mean ms / step | × contrastive step [IQR] |",
         "|---|---|---|---|",
         *(
-            f"| `{r.variant}` | {STEP_COST_VARIANTS[r.variant]} | {r.mean_step_ms:.1f} | "
+            f"| `{r.variant}` | {STEP_COST_VARIANTS[r.variant].format(every=every)} | "
+            f"{r.mean_step_ms:.1f} | "
             f"{r.ratio_to_clip:.3f} [{r.ratio_q25:.3f}, {r.ratio_q75:.3f}] |"
             for r in frame.itertuples()
         ),
@@ -725,9 +730,6 @@ def stepcost_section(csv_path: str | os.PathLike[str]) -> str:
     ratio = rows["ratio_to_clip"]
     summary = []
     if {"clip+cma", "clip+cma+lr-rule"} <= set(ratio.index):
-        from tpccma_lib.training.loop import TrainConfig
-
-        every = TrainConfig().measure_every
         share = (ratio["clip+cma+lr-rule"] - ratio["clip+cma"]) / every
         widths = rows["ratio_q75"] - rows["ratio_q25"]
         spread = float(widths.get("clip+cma+default", widths.max()))

@@ -65,6 +65,7 @@ class RunEvaluation:
 
     rows: pd.DataFrame  # long rows (reporting.evaluate_model) of every model, with "role"
     decoders: dict[str, Any]  # role -> its caption decoder (None without captioning)
+    reused_from: Path | None = None  # the cache entry it was read from; None: computed now
 
 
 def evaluate_roles(
@@ -74,6 +75,7 @@ def evaluate_roles(
     cfg: Any | None = None,
     label: dict[str, Any] | None = None,
     progress: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> RunEvaluation:
     """Evaluate several models (roles) of one experiment, each with its post-hoc fixes.
 
@@ -81,12 +83,18 @@ def evaluate_roles(
     the fix's text map of the train captions (``cfg.posthoc_captioning``, see
     :func:`~tpccma_lib.evaluation.model_report.evaluate_model`).
 
+    With ``cache_dir``, an earlier call on the same inputs, code and machine is reused instead
+    (:mod:`tpccma_lib.evaluation.evaluation_cache`: rows bit-identical, the global random state
+    left as that call left it), and a new result is stored there.
+
     Args:
         exp: the :class:`~tpccma_lib.experiment.Experiment`.
         models: role (e.g. ``"base"``, ``"finetuned"``) -> (model, checkpoint text for rows).
         posthoc: role -> post-hoc method names evaluated besides ``identity``.
         cfg: a :class:`~tpccma_lib.evaluation.model_report.EvalConfig` (default settings when None).
         label: extra columns of every row (e.g. ``{"alpha_target": 0.5}``).
+        cache_dir: where evaluations are stored and looked up (notebook 04:
+            ``runs/cache/evaluation``); None: always compute, store nothing.
 
     Returns:
         :class:`RunEvaluation`: rows with a ``role`` column, and the decoders.
@@ -94,6 +102,13 @@ def evaluate_roles(
     from tpccma_lib.evaluation.model_report import EvalConfig, evaluate_model, fit_caption_decoder
 
     cfg = cfg or EvalConfig()
+    if cache_dir is not None:
+        from tpccma_lib.evaluation.evaluation_cache import cached_evaluation, evaluation_key
+
+        key = evaluation_key(exp, models, posthoc, cfg, label)
+        return cached_evaluation(
+            cache_dir, key, lambda: evaluate_roles(exp, models, posthoc, cfg, label, progress)
+        )
     frames, decoders = [], {}
     for role, (model, checkpoint) in models.items():
         decoder = (

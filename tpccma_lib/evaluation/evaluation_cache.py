@@ -8,8 +8,9 @@ key of everything the result depends on (:func:`evaluation_key`):
 
 * the code: a digest of every file of the installed ``tpccma_lib`` and the versions of the
   numerical libraries;
-* the arithmetic: the machine and processor, torch's thread count and CPU kernel level, and the
-  environment variables that pin the kernels (:data:`~tpccma_lib.app.notebooks.STORED_OUTPUT_ENV`);
+* the arithmetic: the machine and processor (model name, feature flags), torch's thread count
+  and CPU kernel level, and the environment variables that pin the kernels
+  (:data:`~tpccma_lib.app.notebooks.STORED_OUTPUT_ENV`);
 * the inputs: the data and model settings, a content fingerprint of every split the evaluation
   reads, each role's name, checkpoint text, weights digest and post-hoc fixes, the
   :class:`~tpccma_lib.evaluation.model_report.EvalConfig`, the row labels;
@@ -84,15 +85,21 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
-def _processor() -> str:
-    """The processor's model name (``/proc/cpuinfo`` on Linux), else ``platform.processor()``."""
+def _processor() -> dict[str, str]:
+    """The processor's model name and a digest of its feature flags (``/proc/cpuinfo`` on
+    Linux: a virtual machine may name every generation alike), else ``platform.processor()``."""
+    info: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+            name, _, value = line.partition(":")
+            info.setdefault(name.strip(), value.strip())  # the first processor's fields
     except OSError:
         pass
-    return platform.processor()
+    flags = " ".join(sorted(info.get("flags", "").split()))
+    return {
+        "model": info.get("model name", platform.processor()),
+        "flags": hashlib.sha256(flags.encode()).hexdigest()[:12],
+    }
 
 
 def _arithmetic() -> dict[str, Any]:

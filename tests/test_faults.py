@@ -149,8 +149,15 @@ def test_stale_temp_files_of_dead_processes_are_removed(tmp_path):
     other = tmp_path / "notes.tmp"
     for path in (stale, stale_new_style, live, other):
         path.write_bytes(b"x")
-    assert sorted(remove_stale_temp_files(tmp_path)) == sorted([stale, stale_new_style])
-    assert live.exists() and other.exists()
+    stale_folder, live_folder = tmp_path / f".0a1b2c.{dead}.tmp", tmp_path / f".0a1b2c.{alive}.tmp"
+    for folder in (stale_folder, live_folder):  # an entry written as a folder, then renamed
+        folder.mkdir()
+        (folder / "rows.pkl").write_bytes(b"x")
+    assert sorted(remove_stale_temp_files(tmp_path)) == sorted(
+        [stale, stale_new_style, stale_folder]
+    )
+    assert live.exists() and other.exists() and live_folder.exists()
+    assert not stale_folder.exists()
 
 
 def test_a_training_run_removes_stale_temp_files_in_its_folder(tmp_path):

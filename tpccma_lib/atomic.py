@@ -17,6 +17,7 @@ import errno
 import itertools
 import os
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -171,7 +172,8 @@ def pid_alive(pid: int) -> bool:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
-    """Delete ``.<name>.<pid>[.<n>].tmp`` files in ``folder`` whose writer process is gone.
+    """Delete ``.<name>.<pid>[.<n>].tmp`` files and folders (an entry written as a folder, then
+    renamed into place) in ``folder`` whose writer process is gone.
 
     Temporary files of live processes (this one included) are kept. Returns what was removed.
     """
@@ -181,10 +183,13 @@ def remove_stale_temp_files(folder: str | os.PathLike[str]) -> list[Path]:
     removed = []
     for entry in folder.iterdir():
         match = _TEMP_NAME.match(entry.name)
-        if match is None or not entry.is_file() or pid_alive(int(match["pid"])):
+        if match is None or pid_alive(int(match["pid"])):
             continue
         try:
-            entry.unlink()
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         except FileNotFoundError:
             continue
         removed.append(entry)

@@ -42,7 +42,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from tpccma_lib.atomic import remove_stale_temp_files
+
 if TYPE_CHECKING:
+    from tpccma_lib.evaluation.model_report import EvalConfig
     from tpccma_lib.evaluation.roles import RunEvaluation
     from tpccma_lib.experiment import Experiment
 
@@ -153,17 +156,11 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _config(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
-
-
 def evaluation_key(
     exp: Experiment,
     models: dict[str, tuple[Any, str]],
     posthoc: dict[str, Any] | None,
-    cfg: Any,
+    cfg: EvalConfig,
     label: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Everything the result of ``evaluate_roles(exp, models, posthoc, cfg, label)`` depends on,
@@ -171,7 +168,7 @@ def evaluation_key(
     from tpccma_lib.data.features import dataset_fingerprint
     from tpccma_lib.training.loop import weights_digest
 
-    data = _config(exp.data)
+    data = dataclasses.asdict(exp.data)
     data.pop("workers", None)  # how many processes decode images: not what they decode
     splits = {name: dataset_fingerprint(exp.split(name)) for name in ("train", "val", "test")}
     splits["zero_shot"] = dataset_fingerprint(exp.zero_shot_split())
@@ -193,7 +190,7 @@ def evaluation_key(
         "splits": splits,
         "model_config": exp.model_config.to_dict(),
         "roles": roles,
-        "eval_config": _config(cfg),
+        "eval_config": dataclasses.asdict(cfg),
         "label": label or {},
         "random_state": _rng_digest(_rng_state()),
     }
@@ -237,20 +234,19 @@ def load_entry(cache_dir: str | os.PathLike[str], key: dict[str, Any]) -> RunEva
 
 
 def store_entry(
-    cache_dir: str | os.PathLike[str],
-    key: dict[str, Any],
-    evaluation: RunEvaluation,
-    rng_after: dict[str, Any] | None = None,
+    cache_dir: str | os.PathLike[str], key: dict[str, Any], evaluation: RunEvaluation
 ) -> Path:
-    """Write ``evaluation`` under ``key`` (with the global random state after it, default: now).
+    """Write ``evaluation`` under ``key``, with the global random state now (call it right after
+    the evaluation: a hit restores this state).
 
     The entry is written to ``.<digest>.<pid>.tmp/`` and renamed into place; on failure nothing
     is left behind. An entry already there (another process stored the same key) is kept.
     Returns the entry's folder.
     """
     cache_dir = Path(cache_dir)
+    rng_after = _rng_state()
     cache_dir.mkdir(parents=True, exist_ok=True)
-    _remove_stale(cache_dir)
+    remove_stale_temp_files(cache_dir)  # of writers that died before renaming theirs
     digest = key_digest(key)
     entry, tmp = cache_dir / digest, cache_dir / f".{digest}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -265,7 +261,7 @@ def store_entry(
         stored = {
             "rows": evaluation.rows,
             "decoder_files": decoder_files,
-            "rng_after": rng_after if rng_after is not None else _rng_state(),
+            "rng_after": rng_after,
         }
         with open(tmp / _EVALUATION_FILE, "wb") as f:
             pickle.dump(stored, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -280,16 +276,6 @@ def store_entry(
     return entry
 
 
-def _remove_stale(cache_dir: Path) -> None:
-    """Delete ``.<digest>.<pid>.tmp/`` folders of writers that died before renaming them."""
-    from tpccma_lib.atomic import pid_alive
-
-    for path in cache_dir.glob(".*.tmp"):
-        pid = path.name.rsplit(".", 2)[-2]
-        if path.is_dir() and pid.isdigit() and not pid_alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-
-
 def cached_evaluation(
     cache_dir: str | os.PathLike[str],
     key: dict[str, Any],
@@ -301,9 +287,8 @@ def cached_evaluation(
     if stored is not None:
         return stored
     evaluation = compute()
-    rng_after = _rng_state()
     try:
-        store_entry(cache_dir, key, evaluation, rng_after)
+        store_entry(cache_dir, key, evaluation)
     except OSError as exc:  # a full disk or a read-only runs folder costs reuse, not the result
         warnings.warn(f"could not store the evaluation in {cache_dir}: {exc}", stacklevel=2)
     return evaluation
